@@ -1,0 +1,1 @@
+"""Learners: ``make_train(cfg) -> Trainer`` with a pure, vmappable ``train(key)``."""

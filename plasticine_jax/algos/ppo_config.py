@@ -1,0 +1,53 @@
+"""PPO hyperparameters (frozen dataclass) and the reference's named presets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from plasticine_jax.nets import NetConfig
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """CleanRL/PureJaxRL-style PPO. Defaults: PureJaxRL's CartPole settings."""
+
+    num_envs: int = 4
+    num_steps: int = 128
+    learning_rate: float = 2.5e-4
+    anneal_lr: bool = True  # linear to 0 over the run, constant within an iteration (CleanRL)
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_coef: float = 0.2
+    clip_vloss: bool = True
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    norm_adv: bool = True  # per minibatch, (A - mean) / (std_unbiased + 1e-8)
+    adam_eps: float = 1e-5
+    bootstrap_truncation: bool = True  # r += gamma * V(final_obs) on truncated steps
+    normalize_obs: bool = False
+    normalize_reward: bool = False  # gym-0.23 NormalizeReward(gamma) + clip 10 (reference Procgen)
+    net: NetConfig = field(default_factory=NetConfig)
+
+
+# The reference's settings (reference.md §1.1, §1.2). Env ids are suggestions; any env works.
+PRESETS: dict[str, PPOConfig] = {
+    "cartpole": PPOConfig(),
+    "minatar": PPOConfig(num_envs=64, num_steps=128, learning_rate=5e-4, update_epochs=4, num_minibatches=8,
+                         net=NetConfig(torso="mlp", widths=(256, 256), activation="relu")),
+    "continuous": PPOConfig(num_envs=16, num_steps=256, learning_rate=3e-4, anneal_lr=True, update_epochs=10,
+                            num_minibatches=32, gae_lambda=0.95, ent_coef=0.0, normalize_obs=True,
+                            normalize_reward=True, net=NetConfig(torso="mlp", widths=(64, 64), activation="tanh")),
+    # S/ppo_procgen_vanilla.py: IMPALA CNN shared trunk, torch-default init, Adam 5e-4 eps 1e-5, no anneal.
+    "procgen": PPOConfig(num_envs=64, num_steps=256, learning_rate=5e-4, anneal_lr=False, update_epochs=3,
+                         num_minibatches=8, gamma=0.999, gae_lambda=0.95, ent_coef=0.01, max_grad_norm=0.5,
+                         normalize_reward=True,
+                         net=NetConfig(torso="impala_cnn", widths=(256,), activation="relu", shared=True,
+                                       init="torch")),
+    # O/ppo_craftax_vanilla.py: separate 3x512 tanh towers, orthogonal sqrt 2, lr 2e-4 annealed.
+    "craftax": PPOConfig(num_envs=1024, num_steps=64, learning_rate=2e-4, anneal_lr=True, update_epochs=4,
+                         num_minibatches=8, gamma=0.99, gae_lambda=0.8, ent_coef=0.01, max_grad_norm=1.0,
+                         net=NetConfig(torso="mlp", widths=(512, 512, 512), activation="tanh", shared=False)),
+}

@@ -1,0 +1,42 @@
+"""The one environment contract every backend implements: functional, batched, auto-resetting.
+
+A ``VecEnv`` steps ``num_envs`` copies at once. ``reset(key) -> (obs, state)`` and
+``step(key, state, action) -> (obs, state, reward, terminated, truncated, info)``, all arrays with a
+leading ``num_envs`` axis. Finished envs are reset inside ``step``; ``info["final_obs"]`` holds the
+observation *before* the reset so learners can bootstrap on truncation. The state is a pytree, so it
+lives in the training carry, is vmapped over seeds and checkpointed like any other array.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import jax
+
+from plasticine_jax.envs.spaces import Space
+
+Array = jax.Array
+
+
+class VecEnv(Protocol):
+    """Batched functional environment (see module docstring)."""
+
+    num_envs: int
+    observation_space: Space
+    action_space: Space
+
+    def reset(self, key: Array) -> tuple[Array, Any]: ...
+
+    def step(
+        self, key: Array, state: Any, action: Array
+    ) -> tuple[Array, Any, Array, Array, Array, dict[str, Array]]: ...
+
+
+@dataclass(frozen=True)
+class EnvInfo:
+    """Static facts about an env id, used by presets and validation."""
+
+    backend: str
+    name: str
+    pixels: bool

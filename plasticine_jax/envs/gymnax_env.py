@@ -1,0 +1,72 @@
+"""gymnax 1.x backend: vmapped single envs with the 6-value step API (terminated vs truncated)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from plasticine_jax.envs.spaces import Box, Discrete, Space
+from plasticine_jax.errors import ConfigError
+
+
+def _convert_space(space: Any) -> Space:
+    """Translate a gymnax space into ours (static)."""
+    kind = type(space).__name__
+    if kind == "Discrete":
+        return Discrete(int(space.n))
+    if kind == "Box":
+        shape = tuple(int(s) for s in space.shape)
+        low = np.broadcast_to(np.asarray(space.low, np.float32), shape).ravel()
+        high = np.broadcast_to(np.asarray(space.high, np.float32), shape).ravel()
+        return Box(tuple(float(x) for x in low), tuple(float(x) for x in high), shape)
+    raise ConfigError(f"gymnax space {kind} is not supported (only Discrete and Box)")
+
+
+class GymnaxVecEnv:
+    """``num_envs`` copies of a gymnax env; auto-reset is gymnax's own (reset drawn inside step)."""
+
+    def __init__(self, env_id: str, num_envs: int, **env_kwargs: Any):
+        import gymnax
+
+        if env_id not in gymnax.registered_envs:
+            close = [e for e in gymnax.registered_envs if env_id.lower() in e.lower()]
+            hint = f" (did you mean {', '.join('gymnax:' + c for c in close[:3])}?)" if close else ""
+            raise ConfigError(f"unknown gymnax env '{env_id}'{hint}; see gymnax.registered_envs")
+        self.env, self.params = gymnax.make(env_id, **env_kwargs)
+        self.num_envs = num_envs
+        self.name = env_id
+        self.observation_space = _obs_space(self.env, self.params)
+        self.action_space = _convert_space(self.env.action_space(self.params))
+
+    def reset(self, key: jax.Array) -> tuple[jax.Array, Any]:
+        keys = jax.random.split(key, self.num_envs)
+        obs, state = jax.vmap(self.env.reset, in_axes=(0, None))(keys, self.params)
+        return obs.astype(jnp.float32), state
+
+    def step(self, key: jax.Array, state: Any, action: jax.Array):
+        keys = jax.random.split(key, self.num_envs)
+        obs, state, reward, terminated, truncated, info = jax.vmap(
+            self.env.step, in_axes=(0, 0, 0, None)
+        )(keys, state, action, self.params)
+        truncated = jnp.logical_and(truncated, jnp.logical_not(terminated))
+        out_info = {"final_obs": info["final_observation"].astype(jnp.float32)}
+        return (
+            obs.astype(jnp.float32),
+            state,
+            reward.astype(jnp.float32),
+            terminated.astype(bool),
+            truncated.astype(bool),
+            out_info,
+        )
+
+
+def _obs_space(env: Any, params: Any) -> Box:
+    """Observation space as a Box of float32 (MinAtar's boolean grids become 0/1 floats)."""
+    space = env.observation_space(params)
+    shape = tuple(int(s) for s in space.shape)
+    low = np.broadcast_to(np.asarray(getattr(space, "low", 0.0), np.float32), shape).ravel()
+    high = np.broadcast_to(np.asarray(getattr(space, "high", 1.0), np.float32), shape).ravel()
+    return Box(tuple(float(x) for x in low), tuple(float(x) for x in high), shape)
