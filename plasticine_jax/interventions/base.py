@@ -77,10 +77,6 @@ class Intervention:
     after_update: Callable[[Context, LearnerState, jax.Array, jax.Array, jax.Array], LearnerState] | None = None
     activation: str | None = None  # set by interventions that replace the hidden activation (crelu, dff)
 
-    def hp(self, learner_hp: dict, key: str) -> jax.Array:
-        """This intervention's hyperparameter ``key`` from the learner's vmappable hparams."""
-        return learner_hp[f"{self.name}.{key}"]
-
 
 def compose(interventions: list[Intervention]) -> tuple[Intervention, ...]:
     """Validate and order a set of interventions. Order is canonical (by ``order``), not the user's, so

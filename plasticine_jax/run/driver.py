@@ -1,0 +1,181 @@
+"""Chunked driver: compile ``run_updates`` once, run it chunk by chunk over vmapped seeds (x sweep points),
+and between chunks flush logs (progress bar, JSONL, W&B). The compiled function never calls the host."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from plasticine_jax.algos.ppo import Trainer, make_train
+from plasticine_jax.config import RunConfig, parse_sweep
+from plasticine_jax.errors import ConfigError
+from plasticine_jax.interventions.registry import resolve
+from plasticine_jax.run.sinks import JsonlSink, Progress, WandbSink
+
+
+@dataclass
+class RunResult:
+    """What a finished run returns to the caller (the CLI prints ``summary``)."""
+
+    rows: list[dict]
+    final_returns: np.ndarray  # [runs] mean episodic return over the last logged rows
+    seeds: list[int]
+    sweep: list[dict]
+    wall_time: float
+    compile_time: float
+    env_steps: int
+
+
+def build_trainer(cfg: RunConfig) -> Trainer:
+    ivs = resolve(list(cfg.interventions), cfg.intervention_options)
+    return make_train(cfg.ppo, cfg.run.env, cfg.run.total_timesteps, ivs, cfg.metrics)
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"output directory {out} is not empty; choose a new --out or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("metrics.jsonl", "config.json", "summary.json"):
+        (out / name).unlink(missing_ok=True)
+
+
+def _to_jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_to_jsonable(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def resolved_config_dict(cfg: RunConfig, trainer: Trainer, seeds: list[int], sweep: list[dict]) -> dict:
+    """The fully resolved configuration written to config.json."""
+    return _to_jsonable({
+        "run": asdict(cfg.run),
+        "ppo": asdict(cfg.ppo),
+        "net_after_interventions": asdict(trainer.ctx.network.cfg),
+        "metrics": asdict(cfg.metrics),
+        "interventions": list(cfg.interventions),
+        "intervention_options": {k: asdict(v) for k, v in cfg.intervention_options.items()},
+        "hparams": trainer.default_hparams(),
+        "sweep": sweep,
+        "seeds": seeds,
+        "num_updates": trainer.num_updates,
+        "env_steps_per_update": trainer.ctx.env_steps_per_update,
+        "jax_version": jax.__version__,
+        "devices": [str(d) for d in jax.devices()],
+    })
+
+
+def run(cfg: RunConfig) -> RunResult:
+    """Train every (sweep point x seed) in one vmapped, chunk-compiled loop and write the outputs."""
+    opts = cfg.run
+    trainer = build_trainer(cfg)
+    sweep = list(parse_sweep(opts.sweep, trainer.default_hparams()))
+    seeds = [opts.seed + i for i in range(opts.num_seeds)]
+    runs = [(s, p) for p in sweep for s in seeds]
+    out = Path(opts.out)
+    _prepare_out(out, opts.overwrite)
+    (out / "config.json").write_text(json.dumps(resolved_config_dict(cfg, trainer, seeds, sweep), indent=2))
+
+    keys = jnp.stack([jax.random.PRNGKey(s) for s, _ in runs])
+    hp = {k: jnp.asarray([p.get(k, v) for _, p in runs], jnp.float32) for k, v in trainer.default_hparams().items()}
+    n_updates = trainer.num_updates
+    every = opts.log_every or (cfg.metrics.every if cfg.metrics.every > 0 else 10)
+    chunk = opts.chunk_updates or max(every, math.ceil(n_updates / 20 / every) * every)
+    chunk = min(chunk, n_updates)
+
+    init = jax.jit(jax.vmap(trainer.init))
+    step = jax.jit(jax.vmap(trainer.run_updates, in_axes=(0, None, None)), static_argnums=2)
+    t0 = time.time()
+    carry = init(keys, hp)
+    jax.block_until_ready(carry)
+    compiled: dict[int, Any] = {}
+
+    def get_compiled(n: int):
+        if n not in compiled:
+            compiled[n] = step.lower(carry, 0, n).compile()
+        return compiled[n]
+
+    get_compiled(chunk)
+    if n_updates % chunk:
+        get_compiled(n_updates % chunk)  # the last, shorter chunk: compiled now so SPS figures stay honest
+    compile_time = time.time() - t0
+    labels = [{"seed": s, **{k: v for k, v in p.items()}} for s, p in runs]
+    jsonl = JsonlSink(out / "metrics.jsonl")
+    wandb = None if opts.no_wandb else WandbSink(out, cfg, labels)
+    steps_per_update = trainer.ctx.env_steps_per_update
+    total_steps = n_updates * steps_per_update
+    progress = Progress(total_steps * len(runs), enabled=opts.progress)
+    rows: list[dict] = []
+    t_train = time.time()
+    done = 0
+    try:
+        while done < n_updates:
+            n = min(chunk, n_updates - done)
+            carry, outs = get_compiled(n)(carry, done)
+            outs = jax.tree.map(np.asarray, outs)
+            for j in range(n):
+                u = done + j
+                if (u + 1) % every and u + 1 != n_updates:
+                    continue
+                step_count = (u + 1) * steps_per_update
+                for r, label in enumerate(labels):
+                    row = {**label, "step": step_count, "update": u + 1}
+                    row.update({k: float(v[r, j]) for k, v in outs.items()})
+                    rows.append(row)
+                    jsonl.write(row)
+            done += n
+            elapsed = time.time() - t_train
+            sps = done * steps_per_update * len(runs) / max(elapsed, 1e-9)
+            recent = outs["charts/episodic_return"]
+            progress.update(done * steps_per_update * len(runs), sps, float(np.nanmean(recent)) if
+                            np.isfinite(recent).any() else float("nan"))
+            if wandb is not None:
+                wandb.log_chunk(rows[-len(labels) * max(1, n // every):], sps)
+            _check_divergence(outs, labels)
+    finally:
+        progress.close()
+        jsonl.close()
+        if wandb is not None:
+            wandb.finish()
+    wall = time.time() - t_train
+    final = _final_returns(rows, labels)
+    result = RunResult(rows, final, seeds, sweep, wall, compile_time, total_steps)
+    (out / "summary.json").write_text(json.dumps(_to_jsonable(summary_dict(result, labels)), indent=2))
+    return result
+
+
+def _check_divergence(outs: dict, labels: list[dict]) -> None:
+    loss = outs["losses/value_loss"] + outs["losses/policy_loss"]
+    bad = [labels[r] for r in range(loss.shape[0]) if not np.isfinite(loss[r]).all()]
+    if bad:
+        raise FloatingPointError(f"non-finite loss in run(s) {bad}; lower the learning rate or check the env")
+
+
+def _final_returns(rows: list[dict], labels: list[dict]) -> np.ndarray:
+    finals = []
+    for label in labels:
+        mine = [r["charts/episodic_return"] for r in rows if all(r[k] == v for k, v in label.items())]
+        tail = np.asarray(mine[-max(1, len(mine) // 10):], float)
+        finals.append(float(np.nanmean(tail)) if np.isfinite(tail).any() else float("nan"))
+    return np.asarray(finals)
+
+
+def summary_dict(result: RunResult, labels: list[dict]) -> dict:
+    return {
+        "runs": [{**label, "final_return": float(r)} for label, r in zip(labels, result.final_returns, strict=True)],
+        "wall_time_s": result.wall_time,
+        "compile_time_s": result.compile_time,
+        "env_steps_per_run": result.env_steps,
+        "steps_per_second": result.env_steps * len(labels) / max(result.wall_time, 1e-9),
+    }
