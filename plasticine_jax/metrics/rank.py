@@ -18,11 +18,18 @@ def check_rank_batch(batch: int, width: int) -> None:
         )
 
 
+@jax.custom_batching.sequential_vmap
+def _svdvals(f: jax.Array) -> jax.Array:
+    """Singular values, descending. Under vmap it loops over the batch: jaxlib's batched CPU LAPACK kernels
+    wait on the intra-op thread pool they run on, and two of them at once starve a 2-thread pool (a hang)."""
+    return jnp.linalg.svd(f, compute_uv=False)
+
+
 def _singular_values(features: jax.Array) -> jax.Array:
     f = jnp.asarray(features, jnp.float32)
     if f.ndim != 2:
         raise ValueError(f"rank metrics expect features [B, D], got shape {f.shape}")
-    return jnp.linalg.svd(f, compute_uv=False)  # descending, length min(B, D)
+    return _svdvals(f)  # descending, length min(B, D)
 
 
 def stable_rank(features: jax.Array, delta: float = 0.01) -> jax.Array:

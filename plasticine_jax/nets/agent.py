@@ -41,6 +41,14 @@ class ActorCritic(nn.Module):
         return pi, v
 
 
+def _sequential_init(module: ActorCritic, obs_shape: tuple[int, ...], key: jax.Array) -> dict:
+    @jax.custom_batching.sequential_vmap
+    def init(k):
+        return dict(module.init(k, jnp.zeros((1, *obs_shape), jnp.float32)))
+
+    return init(key)
+
+
 def _torso_prefixes(cfg: NetConfig) -> list[tuple[str, ...]]:
     return [("torso",)] if cfg.shared else [("actor_torso",), ("critic_torso",)]
 
@@ -60,9 +68,12 @@ class Network:
     obs_shape: tuple[int, ...]
 
     def init(self, key: jax.Array) -> dict:
-        """All variable collections: ``params`` (+ ``injection`` gates when enabled)."""
-        dummy = jnp.zeros((1, *self.obs_shape), jnp.float32)
-        return dict(self.module.init(key, dummy))
+        """All variable collections: ``params`` (+ ``injection`` gates when enabled).
+
+        Under ``vmap`` (seeds, or fresh samples inside a vmapped run) the draws run one after another:
+        orthogonal inits use LAPACK QR, and jaxlib's batched CPU LAPACK kernels block on the intra-op
+        thread pool they occupy -- two at once deadlock a 2-core machine. Init is rare, so this is cheap."""
+        return _sequential_init(self.module, self.obs_shape, key)
 
     def apply(self, params: dict, net_state: dict, obs: jax.Array):
         return self.module.apply({"params": params, **net_state}, obs)
