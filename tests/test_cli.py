@@ -15,7 +15,7 @@ REQUIRED = ["plasticity/dormant_ratio", "plasticity/active_fraction", "plasticit
             "plasticity/effective_rank", "plasticity/weight_magnitude", "plasticity/weight_difference",
             "plasticity/gradient_norm", "plasticity/feature_norm", "plasticity/feature_variance",
             "plasticity/policy_entropy", "charts/episodic_return", "charts/episodic_length",
-            "charts/learning_rate", "losses/value_loss", "losses/policy_loss"]
+            "charts/learning_rate", "charts/SPS", "losses/value_loss", "losses/policy_loss"]
 
 
 def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:

@@ -122,18 +122,22 @@ def run(cfg: RunConfig) -> RunResult:
     try:
         while done < n_updates:
             n = min(chunk, n_updates - done)
+            t_chunk = time.time()
             carry, outs = get_compiled(n)(carry, done)
-            outs = jax.tree.map(np.asarray, outs)
+            outs = jax.tree.map(np.asarray, outs)  # blocks until the chunk is done
+            chunk_sps = n * steps_per_update * len(runs) / max(time.time() - t_chunk, 1e-9)
+            new_rows = []
             for j in range(n):
                 u = done + j
                 if (u + 1) % every and u + 1 != n_updates:
                     continue
-                step_count = (u + 1) * steps_per_update
                 for r, label in enumerate(labels):
-                    row = {**label, "step": step_count, "update": u + 1}
+                    row = {**label, "step": (u + 1) * steps_per_update, "update": u + 1}
                     row.update({k: float(v[r, j]) for k, v in outs.items()})
-                    rows.append(row)
+                    row["charts/SPS"] = chunk_sps
+                    new_rows.append(row)
                     jsonl.write(row)
+            rows.extend(new_rows)
             done += n
             elapsed = time.time() - t_train
             sps = done * steps_per_update * len(runs) / max(elapsed, 1e-9)
@@ -141,7 +145,7 @@ def run(cfg: RunConfig) -> RunResult:
             progress.update(done * steps_per_update * len(runs), sps, float(np.nanmean(recent)) if
                             np.isfinite(recent).any() else float("nan"))
             if wandb is not None:
-                wandb.log_chunk(rows[-len(labels) * max(1, n // every):], sps)
+                wandb.log_chunk(new_rows)
             _check_divergence(outs, labels)
     finally:
         progress.close()

@@ -54,7 +54,7 @@ class WandbSink:
             print(f"warning: W&B disabled ({type(e).__name__}: {str(e).splitlines()[0][:120]})", file=sys.stderr)
             self.run = None
 
-    def log_chunk(self, rows: list[dict], sps: float) -> None:
+    def log_chunk(self, rows: list[dict]) -> None:
         if self.run is None or not rows:
             return
         try:
@@ -68,7 +68,6 @@ class WandbSink:
                         d.setdefault(f"mean/{k}", []).append(v)
             for step, d in sorted(by_step.items()):
                 flat = {k: (sum(v) / len(v) if isinstance(v, list) else v) for k, v in d.items()}
-                flat["charts/SPS"] = sps
                 self.run.log(flat, step=step)
         except Exception as e:
             print(f"warning: W&B logging stopped ({type(e).__name__}: {e})", file=sys.stderr)
