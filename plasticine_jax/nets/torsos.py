@@ -46,6 +46,16 @@ def _conv(features: int, kernel: int, stride: int, padding, init: str, fan_in: i
                    name=name)
 
 
+def _normalise_activate(module: nn.Module, x, ln_name: str, act_name: str):
+    """[LayerNorm] -> activation -> sow, the tail of every hidden layer."""
+    act, _ = get_activation(module.cfg.activation)
+    if module.cfg.layer_norm:
+        x = nn.LayerNorm(epsilon=module.cfg.ln_eps, name=ln_name)(x)
+    x = act(x)
+    module.sow("intermediates", act_name, x)
+    return x
+
+
 class MLPTorso(nn.Module):
     """Dense -> [LayerNorm] -> act, per hidden width. Units: ``act_i``."""
 
@@ -53,14 +63,10 @@ class MLPTorso(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        act, _ = get_activation(self.cfg.activation)
         x = x.reshape(x.shape[0], -1)
         for i, w in enumerate(self.cfg.widths):
             x = _dense(w, self.cfg.init, SQRT2, x.shape[-1], f"dense_{i}")(x)
-            if self.cfg.layer_norm:
-                x = nn.LayerNorm(epsilon=self.cfg.ln_eps, name=f"ln_{i}")(x)
-            x = act(x)
-            self.sow("intermediates", f"act_{i}", x)
+            x = _normalise_activate(self, x, f"ln_{i}", f"act_{i}")
         return x
 
 
@@ -86,23 +92,16 @@ class NatureCNN(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        act, copies = get_activation(self.cfg.activation)
         x = x.astype(jnp.float32) / 255.0
         specs = [(32, 8, 4), (64, 4, 2), (64, 3, 1)]
         for i, (c, k, s) in enumerate(specs):
             x = _conv(c, k, s, "VALID", self.cfg.init, x.shape[-1] * k * k, f"conv_{i}")(x)
-            if self.cfg.layer_norm:
-                x = nn.LayerNorm(epsilon=self.cfg.ln_eps, name=f"ln_{i}")(x)
-            x = act(x)
-            self.sow("intermediates", f"act_{i}", x)
+            x = _normalise_activate(self, x, f"ln_{i}", f"act_{i}")
         x = x.reshape(x.shape[0], -1)
         for j, w in enumerate(self.cfg.widths):
             i = len(specs) + j
             x = _dense(w, self.cfg.init, SQRT2, x.shape[-1], f"dense_{j}")(x)
-            if self.cfg.layer_norm:
-                x = nn.LayerNorm(epsilon=self.cfg.ln_eps, name=f"ln_{i}")(x)
-            x = act(x)
-            self.sow("intermediates", f"act_{i}", x)
+            x = _normalise_activate(self, x, f"ln_{i}", f"act_{i}")
         return x
 
 
@@ -164,10 +163,7 @@ class ImpalaCNN(nn.Module):
         x = x.reshape(x.shape[0], -1)
         for j, w in enumerate(self.cfg.widths):
             x = _dense(w, self.cfg.init, SQRT2, x.shape[-1], f"dense_{j}")(x)
-            if ln:
-                x = nn.LayerNorm(epsilon=self.cfg.ln_eps, name=f"dense_{j}_ln")(x)
-            x = act(x)
-            self.sow("intermediates", f"dense_{j}_act", x)
+            x = _normalise_activate(self, x, f"dense_{j}_ln", f"dense_{j}_act")
         return x
 
 
