@@ -1,0 +1,559 @@
+"""``python -m plasticine_jax bench``: compile time, throughput and memory of the whole compiled learner.
+
+One run prints four tables (and writes every figure to ``--out`` as JSON):
+
+1. scaling: PPO on each env for 1, 4, 16, 64 vmapped seeds: compile time of
+   ``jax.jit(jax.vmap(trainer.train)).lower(keys).compile()``, env steps/s of the compiled call (total steps
+   over all seeds / wall time, best of ``--repeats`` calls after compile, ``jax.block_until_ready``), XLA
+   memory of the executable (``compiled.memory_analysis()``: temp + argument + output) and the process's
+   max RSS so far (cumulative over the run, so only an upper bound for later rows);
+2. metrics overhead: steps/s with heavy plasticity metrics every ``--metrics-every`` updates vs off;
+3. intervention overhead: steps/s of each intervention alone vs vanilla (scheduled ones fire at least once);
+4. peer: rejax 0.1.3's PPO on the identical CartPole workload, run in its own venv (rejax needs gymnax 0.0.9)
+   that is created on first use; ours is timed WITH plasticity metrics (and without, for reference).
+
+Every figure comes from a compiled function timed on its second and later calls (envs.md §6.12); the JAX
+persistent compilation cache is switched off so compile times are real.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+CARTPOLE = "gymnax:CartPole-v1"
+BREAKOUT = "gymnax:Breakout-MinAtar"
+DEFAULT_TIMESTEPS = {CARTPOLE: 102_400, BREAKOUT: 51_200}  # 200 / 100 updates of 4 x 128 steps
+FALLBACK_TIMESTEPS = 51_200
+REJAX_PINS = ("rejax==0.1.3", "gymnax==0.0.9", "six")
+WORKER = Path(__file__).resolve().parents[1] / "experiments" / "bench_rejax_worker.py"
+
+QUICK = dict(seeds="1,2", timesteps=8192, metrics_seeds="2", iv_seeds=2, iv_timesteps=8192,
+             interventions="l2,redo", peer_seeds="1")
+FULL = dict(seeds="1,4,16,64", timesteps=None, metrics_seeds=None, iv_seeds=4, iv_timesteps=51_200,
+            interventions="all", peer_seeds=None)
+
+
+# --------------------------------------------------------------------------------------------- arguments
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m plasticine_jax bench",
+        description="Benchmark the compiled PPO learner: scaling over vmapped seeds, metrics and intervention "
+                    "overhead, and rejax 0.1.3 (peer) on the identical CartPole workload.",
+        epilog="Full run: python -m plasticine_jax bench --out bench.json   (quick smoke run: --quick --no-peer)",
+    )
+    p.add_argument("--quick", action="store_true",
+                   help="tiny settings for tests/CI (options given explicitly still win): seeds 1,2; 8,192 steps per "
+                        "seed everywhere; metrics off at 2 seeds; interventions l2,redo at 2 seeds; peer 1 seed")
+    p.add_argument("--envs", default=f"{CARTPOLE},{BREAKOUT}", help="comma list of env ids for the scaling table")
+    p.add_argument("--seeds", default=None, help="comma list of vmapped seed counts (default 1,4,16,64)")
+    p.add_argument("--timesteps", type=int, default=None,
+                   help=f"env steps per seed for every env (default: {CARTPOLE} {DEFAULT_TIMESTEPS[CARTPOLE]:,}, "
+                        f"{BREAKOUT} {DEFAULT_TIMESTEPS[BREAKOUT]:,}; use multiples of num_envs*num_steps=512)")
+    p.add_argument("--preset", default="cartpole", help="PPO preset used for every env (default cartpole)")
+    p.add_argument("--repeats", type=int, default=2, help="timed calls after compile; the best is kept (default 2)")
+    p.add_argument("--metrics-every", type=int, default=10,
+                   help="heavy plasticity metrics every N updates in the 'with metrics' runs (default 10)")
+    p.add_argument("--metrics-seeds", default=None,
+                   help=f"seed counts at which {CARTPOLE} is also timed with metrics off (default: --seeds)")
+    p.add_argument("--interventions", default=None,
+                   help="comma list of interventions to time alone vs vanilla, 'all' (default) or 'none'")
+    p.add_argument("--iv-env", default=CARTPOLE, help=f"env of the intervention table (default {CARTPOLE})")
+    p.add_argument("--iv-seeds", type=int, default=None, help="vmapped seeds of the intervention table (default 4)")
+    p.add_argument("--iv-timesteps", type=int, default=None,
+                   help="env steps per seed of the intervention table (default 51,200 = 100 updates)")
+    p.add_argument("--no-peer", action="store_true", help="skip the rejax comparison")
+    p.add_argument("--peer-venv", default=None,
+                   help="venv for rejax (created on first use; default ~/.cache/plasticine-jax/rejax-venv)")
+    p.add_argument("--peer-seeds", default=None, help="seed counts for rejax (default: --seeds)")
+    p.add_argument("--peer-timeout", type=int, default=3600, help="seconds allowed for the rejax worker")
+    p.add_argument("--out", default=None, help="write every figure to this JSON file")
+    return p
+
+
+def _ints(spec: str) -> list[int]:
+    try:
+        out = [int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        out = []
+    if not out or min(out) < 1:
+        raise ValueError(f"expected a comma list of positive integers, got '{spec}'")
+    return out
+
+
+def _resolve_args(args: argparse.Namespace) -> argparse.Namespace:
+    base = QUICK if args.quick else FULL
+    for k, v in base.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    args.seeds = _ints(args.seeds)
+    args.metrics_seeds = _ints(args.metrics_seeds) if args.metrics_seeds else list(args.seeds)
+    args.peer_seeds = _ints(args.peer_seeds) if args.peer_seeds else list(args.seeds)
+    args.envs = [e.strip() for e in args.envs.split(",") if e.strip()]
+    from plasticine_jax.errors import ConfigError
+    from plasticine_jax.interventions.registry import REGISTRY, canonical
+
+    spec = args.interventions.strip().lower()
+    try:
+        args.iv_names = list(REGISTRY) if spec == "all" else [] if spec in ("", "none") else \
+            [canonical(s) for s in spec.split(",") if s.strip()]
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+    for n in (args.repeats, args.iv_seeds, args.iv_timesteps, args.peer_timeout):
+        if n < 1:
+            raise ValueError("--repeats, --iv-seeds, --iv-timesteps and --peer-timeout must be positive")
+    return args
+
+
+def _timesteps(args, env: str) -> int:
+    return args.timesteps or DEFAULT_TIMESTEPS.get(env, FALLBACK_TIMESTEPS)
+
+
+# --------------------------------------------------------------------------------------------- machine
+def machine_info() -> dict:
+    import jax
+
+    cpu = platform.processor() or "unknown"
+    try:
+        fields = {}
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break  # first processor only
+            k, _, v = line.partition(":")
+            fields[k.strip()] = v.strip()
+        cpu = fields.get("model name", cpu)
+        if "cpu family" in fields:
+            cpu += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    dev = jax.devices()[0]
+    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable, "python": platform.python_version(),
+            "jax": jax.__version__, "device": f"{dev.platform}:{dev.id} ({getattr(dev, 'device_kind', '')})",
+            "num_devices": jax.device_count(), "platform": platform.platform(),
+            "load_avg_1min_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+
+
+# --------------------------------------------------------------------------------------------- measuring
+def _max_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _memory(compiled) -> dict:
+    try:
+        m = compiled.memory_analysis()
+        mem = {k: int(getattr(m, f"{k}_size_in_bytes")) for k in ("temp", "argument", "output")}
+    except Exception:  # noqa: BLE001 - backends may not implement it
+        return {}
+    mem["total"] = sum(mem.values())
+    return mem
+
+
+def _eval_return(trainer, runner, max_seeds: int = 4, rollouts: int = 32) -> float:
+    """Mean return of episodes completed by the FINAL policy (sampled actions) over ``rollouts`` more rollouts
+    of the first ``max_seeds`` seeds, untimed: the like-for-like check against rejax's final evaluation."""
+    import jax
+    import numpy as np
+
+    def one(r):
+        def body(r, _):
+            traj, env_state, obs, key = trainer._rollout(r)
+            return r.replace(env_state=env_state, obs=obs, key=key), (traj.ep_done, traj.ep_return)
+
+        _, (done, ret) = jax.lax.scan(body, r, None, rollouts)
+        return done, ret
+
+    sub = jax.tree.map(lambda x: x[:max_seeds], runner)
+    done, ret = jax.jit(jax.vmap(one))(sub)
+    done = np.asarray(done, bool)
+    return float(np.asarray(ret)[done].mean()) if done.any() else float("nan")
+
+
+def _final_return(metrics: dict) -> float | None:
+    """Mean training episodic return over the last 10% of updates, all seeds (NaN-free updates only)."""
+    import numpy as np
+
+    r = np.asarray(metrics["charts/episodic_return"])  # [seeds, updates]
+    tail = r[:, -max(1, r.shape[1] // 10):]
+    finite = tail[np.isfinite(tail)]
+    return float(finite.mean()) if finite.size else None
+
+
+class Bench:
+    """Memoised measurements keyed by (env, seeds, timesteps, metrics_every, interventions)."""
+
+    def __init__(self, args):
+        self.args = args
+        self.cache: dict[tuple, dict] = {}
+        # the measurements the peer table uses also evaluate their final policy (untimed)
+        ts = _timesteps(args, CARTPOLE)
+        self.eval_keys = set() if args.no_peer else \
+            {(CARTPOLE, n, ts, args.metrics_every, ()) for n in args.peer_seeds}
+
+    def measure(self, env: str, seeds: int, timesteps: int, metrics_every: int,
+                iv_names: tuple[str, ...] = (), iv_options: dict | None = None) -> dict:
+        key = (env, seeds, timesteps, metrics_every, iv_names)
+        if key in self.cache:
+            return self.cache[key]
+        import jax
+
+        from plasticine_jax.algos.ppo import make_train
+        from plasticine_jax.algos.ppo_config import PRESETS
+        from plasticine_jax.interventions.registry import resolve
+        from plasticine_jax.metrics.config import MetricsConfig
+
+        trainer = make_train(PRESETS[self.args.preset], env, timesteps, resolve(list(iv_names), iv_options),
+                             MetricsConfig(every=metrics_every))
+        keys = jax.random.split(jax.random.PRNGKey(0), seeds)
+        t0 = time.perf_counter()
+        compiled = jax.jit(jax.vmap(trainer.train)).lower(keys).compile()
+        compile_s = time.perf_counter() - t0
+        times, out = [], None
+        for _ in range(max(1, self.args.repeats)):
+            del out
+            t0 = time.perf_counter()
+            out = jax.block_until_ready(compiled(keys))
+            times.append(time.perf_counter() - t0)
+        cfg = trainer.cfg
+        steps_per_seed = trainer.num_updates * cfg.num_envs * cfg.num_steps
+        best = min(times)
+        res = {"env": env, "seeds": seeds, "timesteps": timesteps, "steps_per_seed": steps_per_seed,
+               "env_steps": steps_per_seed * seeds, "updates": trainer.num_updates,
+               "metrics_every": metrics_every, "interventions": list(iv_names),
+               "compile_s": compile_s, "run_s": best, "run_s_all": times,
+               "steps_per_s": steps_per_seed * seeds / best, "xla_bytes": _memory(compiled),
+               "max_rss_mib": _max_rss_mib(), "final_return": _final_return(out[1])}
+        if key in self.eval_keys:
+            res["eval_return"] = _eval_return(trainer, out[0])
+        del out, compiled
+        jax.clear_caches()
+        self.cache[key] = res
+        return res
+
+
+# --------------------------------------------------------------------------------------------- sections
+def _mib(b: dict) -> str:
+    return f"{b['total'] / 2**20:,.1f}" if b else "n/a"
+
+
+def _fmt_ret(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.1f}"
+
+
+def run_scaling(bench: Bench, args, ui) -> list[dict]:
+    rows = []
+    for env in args.envs:
+        for n in args.seeds:
+            r = bench.measure(env, n, _timesteps(args, env), args.metrics_every)
+            rows.append(r)
+            ui.progress(f"scaling {env} {n} seed(s): compile {r['compile_s']:.1f}s, {r['steps_per_s']:,.0f} steps/s")
+    ui.table("1. Scaling over vmapped seeds",
+             f"preset '{args.preset}' for every env, heavy plasticity metrics every {args.metrics_every} updates; "
+             "steps/s = env steps over all seeds / best wall time of the compiled call; XLA MiB = temp + argument "
+             "+ output of compiled.memory_analysis(); max RSS is the process peak so far (cumulative); train "
+             "return = mean episodic return over the last 10% of updates",
+             ["env", "seeds", "steps/seed", "compile s", "steps/s", "steps/s/seed", "XLA MiB", "max RSS MiB",
+              "train return"],
+             [[r["env"], r["seeds"], f"{r['steps_per_seed']:,}", f"{r['compile_s']:.2f}", f"{r['steps_per_s']:,.0f}",
+               f"{r['steps_per_s'] / r['seeds']:,.0f}", _mib(r["xla_bytes"]), f"{r['max_rss_mib']:,.0f}",
+               _fmt_ret(r["final_return"])] for r in rows])
+    return rows
+
+
+def run_metrics_overhead(bench: Bench, args, ui) -> list[dict]:
+    rows = []
+    ts = _timesteps(args, CARTPOLE)
+    for n in args.metrics_seeds:
+        on = bench.measure(CARTPOLE, n, ts, args.metrics_every)
+        off = bench.measure(CARTPOLE, n, ts, 0)
+        rows.append({"env": CARTPOLE, "seeds": n, "timesteps": ts, "metrics_every": args.metrics_every,
+                     "steps_per_s": on["steps_per_s"], "steps_per_s_no_metrics": off["steps_per_s"],
+                     "compile_s": on["compile_s"], "compile_s_no_metrics": off["compile_s"],
+                     "ratio_metrics_vs_off": on["steps_per_s"] / off["steps_per_s"]})
+        ui.progress(f"metrics overhead {n} seed(s): {rows[-1]['ratio_metrics_vs_off']:.2f}x")
+    ui.table(f"2. Plasticity-metrics overhead on {CARTPOLE}",
+             f"heavy metrics (dormant, ranks, features) every {args.metrics_every} updates vs MetricsConfig(every=0); "
+             "cheap ones (norms, gradient norm, entropy, returns) are always on",
+             ["seeds", "steps/seed", "steps/s metrics", "steps/s off", "ratio on/off", "compile s on / off"],
+             [[r["seeds"], f"{r['timesteps']:,}", f"{r['steps_per_s']:,.0f}", f"{r['steps_per_s_no_metrics']:,.0f}",
+               f"{r['ratio_metrics_vs_off']:.3f}", f"{r['compile_s']:.1f} / {r['compile_s_no_metrics']:.1f}"]
+              for r in rows])
+    return rows
+
+
+def intervention_options(name: str, num_updates: int) -> dict:
+    """Options so that scheduled interventions fire at least once in a run of ``num_updates`` updates."""
+    half = max(1, num_updates // 2)
+    return {"redo": {"frequency": min(10, half)}, "reset_layers": {"frequency": min(50, half)},
+            "plasticity_injection": {"at": 0.5}}.get(name, {})
+
+
+def run_interventions(bench: Bench, args, ui) -> list[dict]:
+    from plasticine_jax.interventions.registry import options_class
+
+    names = args.iv_names
+    n, ts = args.iv_seeds, args.iv_timesteps
+    vanilla = bench.measure(args.iv_env, n, ts, args.metrics_every)
+    num_updates = vanilla["updates"]
+    rows = [{"name": "vanilla", "options": {}, **vanilla, "ratio_vs_vanilla": 1.0}]
+    for name in names:
+        opts = intervention_options(name, num_updates)
+        try:
+            r = bench.measure(args.iv_env, n, ts, args.metrics_every, (name,), {name: options_class(name)(**opts)})
+            rows.append({"name": name, "options": opts, **r, "ratio_vs_vanilla": r["steps_per_s"]
+                         / vanilla["steps_per_s"]})
+            ui.progress(f"intervention {name}: {r['steps_per_s']:,.0f} steps/s ({rows[-1]['ratio_vs_vanilla']:.2f}x)")
+        except Exception as e:  # noqa: BLE001 - one broken intervention must not end the benchmark
+            rows.append({"name": name, "options": opts, "error": f"{type(e).__name__}: {e}"})
+            ui.progress(f"intervention {name}: FAILED {type(e).__name__}: {e}")
+    ui.table(f"3. Intervention overhead on {args.iv_env}",
+             f"{n} seeds x {vanilla['steps_per_seed']:,} steps ({num_updates} updates), heavy metrics every "
+             f"{args.metrics_every} updates; ratio = steps/s vs vanilla; options chosen so scheduled ones fire",
+             ["intervention", "options", "compile s", "steps/s", "ratio", "XLA MiB", "train return"],
+             [[r["name"], ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "-",
+               *(["error", r["error"][:60], "", "", ""] if "error" in r else
+                 [f"{r['compile_s']:.2f}", f"{r['steps_per_s']:,.0f}", f"{r['ratio_vs_vanilla']:.3f}",
+                  _mib(r["xla_bytes"]), _fmt_ret(r["final_return"])])] for r in rows])
+    return rows
+
+
+# --------------------------------------------------------------------------------------------- peer
+def _venv_python(venv: Path) -> Path:
+    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def _peer_versions(py: Path) -> dict | None:
+    code = ("import json\nfrom importlib.metadata import version as v\nimport rejax, gymnax, jax\n"
+            "print(json.dumps({'rejax': v('rejax'), 'gymnax': v('gymnax'), 'jax': v('jax'), 'jaxlib': v('jaxlib')}))")
+    try:
+        r = subprocess.run([str(py), "-c", code], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if r.returncode != 0:
+        return None
+    try:
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+
+
+def ensure_peer_venv(venv: Path, ui) -> tuple[Path | None, dict | None, str]:
+    """(python, versions, note). Reuses a venv that already holds rejax 0.1.3 + gymnax 0.0.9; else creates it,
+    pinning jax/jaxlib to this interpreter's versions (falls back to pip's choice if that fails)."""
+    from importlib.metadata import version
+
+    jax_v, jaxlib_v = version("jax"), version("jaxlib")
+    py = _venv_python(venv)
+    if py.exists():
+        got = _peer_versions(py)
+        if got and got["rejax"] == "0.1.3" and got["gymnax"] == "0.0.9":
+            note = "" if got["jax"] == jax_v else f"peer venv has jax {got['jax']} (ours {jax_v})"
+            return py, got, note
+    ui.progress(f"creating rejax venv at {venv} (one time, about a minute)")
+    try:
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, capture_output=True,
+                       text=True, timeout=600)
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, None, f"could not create the venv {venv}: {type(e).__name__}"
+    pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    note = ""
+    tail = ""
+    for pins in ([*REJAX_PINS, f"jax=={jax_v}", f"jaxlib=={jaxlib_v}"], list(REJAX_PINS)):
+        try:
+            r = subprocess.run([*pip, *pins], capture_output=True, text=True, timeout=1800)
+        except (OSError, subprocess.SubprocessError) as e:
+            return None, None, f"pip install of rejax failed ({type(e).__name__}); offline?"
+        if r.returncode == 0:
+            break
+        tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or [""]
+        tail = tail[0][:200]
+        note = f"pinning jax=={jax_v} failed ({tail}); pip chose the jax version"
+    else:
+        return None, None, f"pip install of rejax failed: {tail} (offline?)"
+    got = _peer_versions(py)
+    if not got:
+        return None, None, "rejax installed but does not import"
+    if got["jax"] != jax_v:
+        note = note or f"peer venv has jax {got['jax']} (ours {jax_v})"
+    return py, got, note
+
+
+def run_peer(bench: Bench, args, ui) -> dict:
+    venv = Path(args.peer_venv).expanduser() if args.peer_venv else \
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "plasticine-jax" / "rejax-venv"
+    ts = _timesteps(args, CARTPOLE)
+    out: dict[str, Any] = {"status": "skipped", "venv": str(venv), "timesteps": ts}
+    if not WORKER.exists():
+        out["note"] = f"peer worker {WORKER} not found (installed package without the repo's experiments/)"
+        ui.note(f"peer (rejax) skipped: {out['note']}")
+        return out
+    py, versions, note = ensure_peer_venv(venv, ui)
+    if py is None:
+        out["note"] = note
+        ui.note(f"peer (rejax) skipped: {note}")
+        return out
+    ui.progress(f"running rejax {versions['rejax']} (jax {versions['jax']}) for seeds {args.peer_seeds}")
+    cmd = [str(py), str(WORKER), "--timesteps", str(ts), "--seeds", ",".join(map(str, args.peer_seeds)),
+           "--repeats", str(max(1, args.repeats))]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.peer_timeout)
+        peer = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as e:
+        r, peer = None, None
+        note = f"{type(e).__name__}: {e}"
+    if peer is None:
+        err = (r.stderr.strip().splitlines()[-1:] if r is not None and r.stderr else [note]) or [""]
+        out.update(status="failed", note=f"rejax worker failed: {err[0][:300]}")
+        ui.note(f"peer (rejax) failed: {err[0][:300]}")
+        return out
+    out.update(status="ok", note=note, versions=versions, **peer)
+    comparison = []
+    for p in peer["results"]:
+        n = p["seeds"]
+        on = bench.measure(CARTPOLE, n, ts, args.metrics_every)
+        off = bench.measure(CARTPOLE, n, ts, 0)
+        comparison.append({"seeds": n, "steps_per_s_rejax": p["steps_per_s"], "steps_per_s": on["steps_per_s"],
+                           "steps_per_s_no_metrics": off["steps_per_s"],
+                           "ratio_ours_vs_rejax": on["steps_per_s"] / p["steps_per_s"],
+                           "ratio_ours_no_metrics_vs_rejax": off["steps_per_s"] / p["steps_per_s"],
+                           "compile_s_rejax": p["compile_s"], "compile_s": on["compile_s"],
+                           "xla_bytes_rejax": p["xla_bytes"], "xla_bytes": on["xla_bytes"],
+                           "final_return_rejax": p["final_return"], "eval_return": on.get("eval_return"),
+                           "train_return": on["final_return"]})
+    out["comparison"] = comparison
+    caption = (f"rejax {versions['rejax']} (gymnax {versions['gymnax']}, jax {versions['jax']}) in its own venv; "
+               f"{ts:,} steps/seed; both: 4 envs x 128 steps, 4 epochs x 4 minibatches, separate 64-64 tanh actor "
+               f"and critic, lr 2.5e-4, clip 0.2, grad clip 0.5. rejax evaluation OFF in the timed call "
+               f"(no-op eval_callback, eval_freq = total_timesteps); ours WITH plasticity metrics (heavy every "
+               f"{args.metrics_every} updates) and, for reference, without. Differences: ours anneals lr, bootstraps "
+               f"truncation with V(final_obs) (one more critic pass per step) and logs per-update metrics; rejax "
+               f"updates actor and critic with two optimizers. eval return = final policy, sampled actions, "
+               f"untimed (rejax: 128 episodes; ours: episodes finished in 32 more rollouts), up to 4 seeds")
+    if note:
+        caption += f". NOTE: {note}"
+    ui.table(f"4. Peer comparison: ours vs rejax PPO on {CARTPOLE}", caption,
+             ["seeds", "compile s ours / rejax", "steps/s ours (metrics)", "steps/s ours (no metrics)",
+              "steps/s rejax", "ours/rejax (metrics)", "ours/rejax (no metrics)", "XLA MiB ours / rejax",
+              "eval return ours / rejax"],
+             [[c["seeds"], f"{c['compile_s']:.1f} / {c['compile_s_rejax']:.1f}", f"{c['steps_per_s']:,.0f}",
+               f"{c['steps_per_s_no_metrics']:,.0f}", f"{c['steps_per_s_rejax']:,.0f}",
+               f"{c['ratio_ours_vs_rejax']:.2f}x", f"{c['ratio_ours_no_metrics_vs_rejax']:.2f}x",
+               f"{_mib(c['xla_bytes'])} / {_mib(c['xla_bytes_rejax'])}",
+               f"{_fmt_ret(c['eval_return'])} / {_fmt_ret(c['final_return_rejax'])}"] for c in comparison])
+    return out
+
+
+# --------------------------------------------------------------------------------------------- output
+class UI:
+    """Rich tables on stdout, progress lines on stderr."""
+
+    def __init__(self):
+        from rich.console import Console
+
+        probe = Console()
+        self.console = probe if probe.is_terminal else Console(width=160)
+        self.err = Console(stderr=True, highlight=False)
+
+    def progress(self, msg: str) -> None:
+        self.err.print(f"[dim]... {msg}[/dim]")
+
+    def note(self, msg: str) -> None:
+        self.console.print(f"NOTE: {msg}", highlight=False)
+
+    def table(self, title: str, caption: str, cols: list[str], rows: list[list]) -> None:
+        from rich.table import Table
+
+        t = Table(title=title, title_justify="left", title_style="bold")
+        for i, c in enumerate(cols):
+            t.add_column(c, justify="left" if i == 0 else "right")
+        for r in rows:
+            t.add_row(*[str(x) for x in r])
+        self.console.print()
+        self.console.print(t)
+        self.console.print(caption, highlight=False, style="dim")
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        args = _resolve_args(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    import jax
+
+    from plasticine_jax.algos.ppo_config import PRESETS
+    from plasticine_jax.envs import make_env
+    from plasticine_jax.errors import ConfigError
+
+    if args.preset not in PRESETS:
+        print(f"error: unknown preset '{args.preset}'; known: {', '.join(PRESETS)}", file=sys.stderr)
+        return 2
+    try:
+        for env in {*args.envs, args.iv_env, CARTPOLE}:
+            make_env(env, 1)  # fail fast on a bad env id, before minutes of measuring
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    jax.config.update("jax_enable_compilation_cache", False)
+    ui = UI()
+    t_start = time.perf_counter()
+    info = machine_info()
+    load = info["load_avg_1min_at_start"]
+    ui.console.print(f"machine: {info['cpu']} | {info['cores']} cores ({info['usable_cores']} usable) | "
+                     f"jax {info['jax']} | device {info['device']} x{info['num_devices']} | Python {info['python']} | "
+                     f"load avg {'n/a' if load is None else f'{load:.2f}'}", highlight=False)
+    if load is not None and load > 0.5 * (info["usable_cores"] or 1) and info["device"].startswith("cpu"):
+        ui.note(f"the machine is busy (1-min load {load:.1f} on {info['usable_cores']} cores): XLA's CPU thread pool "
+                "stalls under contention, so timings can be several times too slow; run on a quiet machine")
+    cfg = PRESETS[args.preset]
+    ui.console.print(f"config: preset '{args.preset}' for every env: {cfg.num_envs} envs x {cfg.num_steps} steps, "
+                     f"{cfg.update_epochs} epochs x {cfg.num_minibatches} minibatches, net {cfg.net.torso} "
+                     f"{'-'.join(map(str, cfg.net.widths))} {cfg.net.activation} "
+                     f"({'shared' if cfg.net.shared else 'separate actor/critic'}), lr {cfg.learning_rate:g} "
+                     f"(anneal {cfg.anneal_lr}); repeats {args.repeats} (best kept){'; QUICK' if args.quick else ''}",
+                     highlight=False)
+    result: dict[str, Any] = {"machine": info, "args": {k: v for k, v in vars(args).items()},
+                              "ppo_config": _jsonable(asdict(cfg))}
+    bench = Bench(args)
+    try:
+        result["scaling"] = run_scaling(bench, args, ui)
+        result["metrics_overhead"] = run_metrics_overhead(bench, args, ui)
+        result["interventions"] = run_interventions(bench, args, ui)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    result["peer"] = {"status": "skipped", "note": "--no-peer"} if args.no_peer else run_peer(bench, args, ui)
+    result["wall_s"] = time.perf_counter() - t_start
+    ui.console.print(f"benchmark wall time {result['wall_s']:.0f}s; process max RSS {_max_rss_mib():,.0f} MiB",
+                     highlight=False)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(_jsonable(result), indent=2))
+        ui.console.print(f"figures written to {out}", highlight=False)
+    return 0
