@@ -53,7 +53,9 @@ def recycle(ctx, params: dict, opt_state, acts: dict, fresh: dict, tau, opts: Op
             m = unit_mask_for(ref, old.shape, dead)
             if ref.reset_value is not None:
                 new = jnp.full_like(old, ref.reset_value)
-            elif ref.path[-1] == "bias" and opts.zero_bias:
+            elif ref.path[-1] == "bias":
+                if not opts.zero_bias:  # the reference keeps the bias (and so its optimizer moments)
+                    continue
                 new = jnp.zeros_like(old)
             else:
                 new = get_path(fresh, ref.path)

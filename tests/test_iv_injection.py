@@ -1,0 +1,212 @@
+"""Plasticity injection (reference §3.2, §6.2 item 1): the function is unchanged at the injection instant; after
+it, real optimizer steps through the full chain (with the ``freeze_updates`` post transform) move only the new
+head and the torso (old head and frozen copy exactly fixed); before it new/frozen never move; it fires exactly
+once, after update int(num_updates * at) - 1; ``mode=reference`` keeps the old head training and never moves
+the new one; the hook works under vmap over seeds and under jit."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from plasticine_jax.interventions import injection as pi
+from plasticine_jax.interventions.base import Context, LearnerState, build_optimizer
+from plasticine_jax.nets import NetConfig, make_network
+
+NUM_UPDATES = 10
+HEADS = ("policy_head", "value_head")
+
+
+def _setup(mode="paper", at=0.5, shared=True):
+    iv = pi.make(pi.Options(at=at, mode=mode))
+    cfg = iv.transform_net(NetConfig(widths=(8, 8), activation="relu", shared=shared))
+    assert cfg.injection
+    net = make_network(cfg, (4,), 3, False)
+    ctx = Context(net, num_updates=NUM_UPDATES, steps_per_update=4, env_steps_per_update=64)
+    tx = build_optimizer((iv,), {}, 1e-2, 0.5, 1e-5)
+    assert pi.POST in tx.init(net.init(jax.random.PRNGKey(0))["params"])  # freeze_updates is in the chain
+    return iv, net, ctx, tx
+
+
+def _learner(net, tx, seed=0):
+    variables = net.init(jax.random.PRNGKey(seed))
+    params = variables.pop("params")
+    return LearnerState(params, variables, tx.init(params), {}, {})
+
+
+def _batch(key, n=32):
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    return (jax.random.normal(k1, (n, 4)), jax.random.randint(k2, (n,), 0, 3), jax.random.normal(k3, (n,)),
+            jax.random.normal(k4, (n,)))
+
+
+def _make_train(net, tx):
+    """``n`` real PPO-like optimizer steps (policy-gradient + entropy + value loss) through the full chain."""
+
+    def loss(params, net_state, batch):
+        obs, act, adv, ret = batch
+        logits, value = net.apply(params, net_state, obs)
+        logp = jax.nn.log_softmax(logits)
+        entropy = -(jnp.exp(logp) * logp).sum(-1).mean()
+        pg = -(logp[jnp.arange(obs.shape[0]), act] * adv).mean()
+        return pg - 0.01 * entropy + 0.5 * ((value - ret) ** 2).mean()
+
+    @jax.jit
+    def step(learner, key):
+        grads = jax.grad(loss)(learner.params, learner.net_state, _batch(key))
+        updates, opt_state = tx.update(grads, learner.opt_state, learner.params)
+        return learner.replace(params=optax.apply_updates(learner.params, updates), opt_state=opt_state)
+
+    def train(learner, n=4, seed=0):
+        for i in range(n):
+            learner = step(learner, jax.random.PRNGKey(1000 + 10 * seed + i))
+        return learner
+
+    return train
+
+
+def _same(a, b):
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
+
+
+def _moved(a, b):
+    """Every leaf of the subtree changed."""
+    return all(not np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a),
+                                                                                  jax.tree.leaves(b), strict=True))
+
+
+def _adam(learner):
+    return learner.opt_state["base"][0]
+
+
+def _injected(learner):
+    return bool(learner.opt_state[pi.POST].injected)
+
+
+def test_paper_mode_full_lifecycle():
+    iv, net, ctx, tx = _setup()
+    train = _make_train(net, tx)
+    learner0 = _learner(net, tx)
+    obs = jax.random.normal(jax.random.PRNGKey(5), (16, 4))
+
+    # before injection: main and the torso train, new and frozen never move, gates closed
+    before = train(learner0)
+    for h in HEADS:
+        assert _moved(before.params[h]["main"], learner0.params[h]["main"])
+        _same(before.params[h]["new"], learner0.params[h]["new"])
+        _same(before.params[h]["frozen"], learner0.params[h]["frozen"])
+        assert float(before.net_state["injection"][h]["gate"]) == 0.0
+    assert _moved(before.params["torso"], learner0.params["torso"])
+    assert not _injected(before)
+
+    # the schedule: only update index int(N * at) - 1 = 4 injects
+    when = int(NUM_UPDATES * 0.5) - 1
+    key = jax.random.PRNGKey(11)
+    hook = jax.jit(lambda lr, idx: iv.after_update(ctx, lr, key, idx, obs))
+    for idx in range(NUM_UPDATES):
+        if idx != when:
+            _same(hook(before, jnp.int32(idx)), before)
+    after = hook(before, jnp.int32(when))
+    _same(after, iv.after_update(ctx, before, key, when, obs))  # jit == eager
+
+    # at the instant: the function is unchanged
+    pol0, val0 = net.apply(before.params, before.net_state, obs)
+    pol1, val1 = net.apply(after.params, after.net_state, obs)
+    np.testing.assert_allclose(np.asarray(pol1), np.asarray(pol0), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(val1), np.asarray(val0), rtol=0, atol=1e-6)
+    assert not np.allclose(np.asarray(pol0), 0.0)  # (a real comparison)
+
+    # new == frozen == one fresh sample of the new head; gates open; main and torso untouched
+    fresh = ctx.fresh_params(key)
+    adam0, adam1 = _adam(before), _adam(after)
+    for h in HEADS:
+        _same(after.params[h]["new"], fresh[h]["new"])
+        _same(after.params[h]["frozen"], fresh[h]["new"])
+        assert _moved(after.params[h]["new"], before.params[h]["new"])
+        _same(after.params[h]["main"], before.params[h]["main"])
+        assert float(after.net_state["injection"][h]["gate"]) == 1.0
+        for part in ("new", "frozen"):  # fresh optimizer state for the injected heads
+            for t in (adam1.mu, adam1.nu):
+                assert all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(t[h][part]))
+        _same(adam1.mu[h]["main"], adam0.mu[h]["main"])
+        _same(adam1.nu[h]["main"], adam0.nu[h]["main"])
+    assert _moved(adam0.mu[pi.HEADS[0]]["main"], jax.tree.map(jnp.zeros_like, adam0.mu[pi.HEADS[0]]["main"]))
+    _same(after.params["torso"], before.params["torso"])
+    _same(adam1.mu["torso"], adam0.mu["torso"])
+    _same(adam1.count, adam0.count)
+    assert _injected(after)
+
+    # after: only new and the torso train; main (old head) and frozen are exactly fixed
+    trained = train(after, seed=1)
+    for h in HEADS:
+        _same(trained.params[h]["main"], after.params[h]["main"])
+        _same(trained.params[h]["frozen"], after.params[h]["frozen"])
+        assert _moved(trained.params[h]["new"], after.params[h]["new"])
+    assert _moved(trained.params["torso"], after.params["torso"])
+
+    # exactly once: no later update re-injects
+    for idx in range(when + 1, NUM_UPDATES):
+        _same(hook(trained, jnp.int32(idx)), trained)
+
+
+@pytest.mark.parametrize("at,when", [(0.3, 2), (0.95, 8), (0.0, 0)])
+def test_injection_index_follows_at(at, when):
+    iv, net, ctx, tx = _setup(at=at)
+    learner = _learner(net, tx)
+    obs = jnp.ones((4, 4))
+    hook = jax.jit(lambda lr, idx: iv.after_update(ctx, lr, jax.random.PRNGKey(1), idx, obs))
+    fired = [i for i in range(NUM_UPDATES) if _injected(hook(learner, jnp.int32(i)))]
+    assert fired == [when]
+
+
+def test_reference_mode_keeps_old_head_training_and_never_moves_new():
+    iv, net, ctx, tx = _setup(mode="reference", shared=False)
+    train = _make_train(net, tx)
+    learner = _learner(net, tx)
+    obs = jax.random.normal(jax.random.PRNGKey(5), (16, 4))
+    before = train(learner, n=2)
+    after = iv.after_update(ctx, before, jax.random.PRNGKey(2), int(NUM_UPDATES * 0.5) - 1, obs)
+    pol0, _ = net.apply(before.params, before.net_state, obs)
+    pol1, _ = net.apply(after.params, after.net_state, obs)
+    np.testing.assert_allclose(np.asarray(pol1), np.asarray(pol0), rtol=0, atol=1e-6)
+    trained = train(after, seed=1)
+    for h in HEADS:
+        assert float(after.net_state["injection"][h]["gate"]) == 1.0
+        assert _moved(trained.params[h]["main"], after.params[h]["main"])
+        _same(trained.params[h]["new"], after.params[h]["new"])
+        _same(trained.params[h]["frozen"], after.params[h]["frozen"])
+    assert _moved(trained.params["actor_torso"], after.params["actor_torso"])
+    # the reference's function is the vanilla one: new - frozen == 0 exactly forever
+    pol2, val2 = net.apply(trained.params, trained.net_state, obs)
+    closed = {"injection": jax.tree.map(jnp.zeros_like, trained.net_state["injection"])}
+    pol3, val3 = net.apply(trained.params, closed, obs)
+    np.testing.assert_array_equal(np.asarray(pol2), np.asarray(pol3))
+    np.testing.assert_array_equal(np.asarray(val2), np.asarray(val3))
+
+
+def test_vmap_over_seeds_and_jit():
+    iv, net, ctx, tx = _setup()
+    learners = [_learner(net, tx, seed=s) for s in (0, 1)]
+    stacked = jax.tree.map(lambda *x: jnp.stack(x), *learners)
+    keys = jax.random.split(jax.random.PRNGKey(3), 2)
+    obs = jnp.ones((2, 4, 4))
+    when = int(NUM_UPDATES * 0.5) - 1
+    fn = jax.jit(jax.vmap(lambda lr, k, o, idx: iv.after_update(ctx, lr, k, idx, o), in_axes=(0, 0, 0, None)))
+    out = fn(stacked, keys, obs, jnp.int32(when))
+    news = []
+    for i in range(2):
+        got = jax.tree.map(lambda x, i=i: x[i], out)
+        want = iv.after_update(ctx, learners[i], keys[i], when, obs[i])
+        jax.tree.map(lambda g, w: np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-6, atol=1e-7),
+                     got, want)
+        fresh = ctx.fresh_params(keys[i])
+        _same(got.params["policy_head"]["new"], fresh["policy_head"]["new"])
+        _same(got.params["policy_head"]["frozen"], fresh["policy_head"]["new"])
+        assert _injected(got)
+        news.append(got.params["policy_head"]["new"])
+    assert _moved(news[0], news[1])  # different keys, different injected heads
+    idle = fn(stacked, keys, obs, jnp.int32(when + 1))  # not due: nothing changes under vmap either
+    _same(idle, stacked)
