@@ -210,3 +210,21 @@ def test_vmap_over_seeds_and_jit():
     assert _moved(news[0], news[1])  # different keys, different injected heads
     idle = fn(stacked, keys, obs, jnp.int32(when + 1))  # not due: nothing changes under vmap either
     _same(idle, stacked)
+
+
+def test_other_interventions_never_move_the_frozen_copy():
+    """Composed with shrink & perturb (every step) and head resets, the frozen copy stays exactly fixed."""
+    from plasticine_jax.interventions import reset_layers as rl
+    from plasticine_jax.interventions import shrink_perturb as snp
+
+    iv, net, ctx, tx = _setup()
+    learner = pi.inject(ctx, _learner(net, tx), jax.random.PRNGKey(7))
+    frozen = {h: learner.params[h]["frozen"] for h in HEADS}
+    s = snp.make(snp.Options(coef=0.5))
+    after = s.after_step(ctx, learner.replace(hp={"shrink_perturb.coef": jnp.float32(0.5)}), jax.random.PRNGKey(1))
+    r = rl.make(rl.Options(which="heads", frequency=1))
+    after = r.after_update(ctx, after, jax.random.PRNGKey(2), jnp.int32(0), jnp.zeros((4, 4)))
+    for h in HEADS:
+        _same(after.params[h]["frozen"], frozen[h])
+        assert _moved(after.params[h]["new"], learner.params[h]["new"])
+        assert _moved(after.params[h]["main"], learner.params[h]["main"])

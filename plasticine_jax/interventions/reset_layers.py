@@ -11,7 +11,7 @@ import jax
 
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions.base import Intervention
-from plasticine_jax.interventions.surgery import every, path_mask, reset_opt_state, where_tree
+from plasticine_jax.interventions.surgery import every, is_frozen_copy, path_mask, reset_opt_state, where_tree
 
 HEADS = ("policy_head", "value_head")
 
@@ -25,8 +25,8 @@ class Options:
 
 def reset_mask(params: dict, which: str):
     if which == "all":
-        return path_mask(params, lambda p: p[0] != "log_std")
-    return path_mask(params, lambda p: p[0] in HEADS)
+        return path_mask(params, lambda p: p[0] != "log_std" and not is_frozen_copy(p))
+    return path_mask(params, lambda p: p[0] in HEADS and not is_frozen_copy(p))
 
 
 def make(opts: Options) -> Intervention:

@@ -14,7 +14,7 @@ import jax
 
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions.base import Intervention
-from plasticine_jax.interventions.surgery import every
+from plasticine_jax.interventions.surgery import every, is_frozen_copy, path_mask, where_tree
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,8 @@ def make(opts: Options) -> Intervention:
         else:
             phi = ctx.fresh_params(key) if opts.target == "fresh" else learner.istate["shrink_perturb"]["theta0"]
             params = shrink_perturb(learner.params, phi, coef)
-        return learner.replace(params=params)
+        keep = path_mask(params, is_frozen_copy)  # never move plasticity injection's frozen copy
+        return learner.replace(params=where_tree(keep, learner.params, params))
 
     def after_update(ctx, learner, key, update_idx, obs):
         return jax.lax.cond(every(opts.frequency, update_idx), lambda lr: apply(ctx, lr, key), lambda lr: lr, learner)

@@ -56,6 +56,12 @@ def path_mask(params: Any, predicate) -> Any:
     return jax.tree_util.tree_map_with_path(f, params)
 
 
+def is_frozen_copy(path: tuple[str, ...]) -> bool:
+    """The plasticity-injection heads' frozen copy: no other intervention may move it (it must keep
+    cancelling the value of ``new`` it was copied from)."""
+    return len(path) > 1 and path[1] == "frozen"
+
+
 def every(period: int, update_idx: jax.Array) -> jax.Array:
     """True on updates period, 2*period, ... (1-based count of completed updates); False if period <= 0."""
     if period <= 0:
