@@ -95,11 +95,18 @@ def _gram(x: jax.Array, axis: int, diag: bool) -> jax.Array:
     return jnp.tensordot(x, x, axes=(others, others))
 
 
+@jax.custom_batching.sequential_vmap
+def _triangular_solve_right_upper(q: jax.Array, b: jax.Array) -> jax.Array:
+    """b Q^{-1} for upper-triangular Q. Under vmap it loops over the batch: jaxlib's batched CPU solve
+    waits on the intra-op pool it occupies, and two at once hang a 2-core machine (see nets.agent)."""
+    return jax.lax.linalg.triangular_solve(q, b, left_side=False, lower=False)
+
+
 def _solve_right_upper(x: jax.Array, q: jax.Array, axis: int) -> jax.Array:
     """(Q^{-1})^T along ``axis``: each mode-``axis`` fibre v becomes v Q^{-1} (triangular solve, Q upper)."""
     moved = jnp.moveaxis(x, axis, -1)
     flat = moved.reshape(-1, q.shape[0])
-    sol = jax.lax.linalg.triangular_solve(q, flat.astype(q.dtype), left_side=False, lower=False)
+    sol = _triangular_solve_right_upper(q, flat.astype(q.dtype))
     return jnp.moveaxis(sol.reshape(moved.shape), -1, axis)
 
 
