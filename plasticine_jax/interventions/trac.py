@@ -1,13 +1,24 @@
 """TRAC (Muppidi et al. 2024): a parameter-free scaling of the base optimizer's iterate around theta_0
 (``trac_optimizer.trac``). It wraps Adam and sees the clipped gradients, as in the reference. The reference
-passed TRAC's eps where Adam's was meant in some scripts (§3.11); here each keeps its own."""
+passed TRAC's eps where Adam's was meant in some scripts (§3.11); here each keeps its own.
+
+Composition with interventions that edit parameters outside the optimizer (SnP, ReDo, resets, injection,
+NaP): with ``keep_x`` TRAC rebuilds theta_{t+1} = theta_ref + x * S from its own state, which would silently
+undo any such edit at the next step. ``follow_edits`` (default) re-anchors theta_ref on the current params
+before each step (theta_ref = theta_t - x_t * max(S_{t-1}, 0)); without edits that equals the stored
+theta_ref up to float rounding, so the step is TRAC's, and with edits the step is added to the edited params."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
 
 from plasticine_jax.interventions.base import Intervention
-from plasticine_jax.interventions.trac_optimizer import trac
+from plasticine_jax.interventions.trac_optimizer import TracState, trac
 
 
 @dataclass(frozen=True)
@@ -15,8 +26,25 @@ class Options:
     s_prev: float = 1e-8  # initial scale prefactor
     eps: float = 1e-8  # TRAC's own epsilon
     keep_x: bool = True  # keep the base iterate explicitly (paper); False = rebuild from theta (reference)
+    follow_edits: bool = True  # keep parameter edits made by other interventions (see the module docstring)
+
+
+def follow_edits(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+    """Wrap a keep_x ``trac`` so its reference point follows the params it is given (edits are kept)."""
+
+    def update(updates: Any, state: TracState, params: Any = None, **extra: Any):
+        if params is not None and state.x is not None:
+            mult = jnp.maximum(state.scale, 0.0)
+            ref = jax.tree.map(lambda p, x: p - x * mult.astype(x.dtype), params, state.x)
+            state = state._replace(theta_ref=ref)
+        return inner.update(updates, state, params, **extra)
+
+    return optax.GradientTransformationExtraArgs(inner.init, update)
 
 
 def make(opts: Options) -> Intervention:
-    return Intervention("trac", order=30,
-                        wrap_base=lambda tx, hp: trac(tx, s_prev=opts.s_prev, eps=opts.eps, keep_x=opts.keep_x))
+    def wrap(tx, hp):
+        t = trac(tx, s_prev=opts.s_prev, eps=opts.eps, keep_x=opts.keep_x)
+        return follow_edits(t) if (opts.keep_x and opts.follow_edits) else t
+
+    return Intervention("trac", order=30, wrap_base=wrap)
