@@ -40,3 +40,18 @@ class EnvInfo:
     backend: str
     name: str
     pixels: bool
+
+
+class VecEnvWrapper:
+    """Base for wrappers: forwards ``num_envs``, spaces and any other attribute to the wrapped VecEnv."""
+
+    def __init__(self, env: Any):
+        self.env = env
+        self.num_envs = env.num_envs
+        self.observation_space = env.observation_space
+        self.action_space = env.action_space
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "env":  # not yet set (e.g. during unpickling): avoid infinite recursion
+            raise AttributeError(name)
+        return getattr(self.env, name)

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from plasticine_jax.envs.core import VecEnvWrapper
+
 
 @struct.dataclass
 class EpisodeStatsState:
@@ -18,22 +20,13 @@ class EpisodeStatsState:
     returned_length: jax.Array
 
 
-class EpisodeStats:
+class EpisodeStats(VecEnvWrapper):
     """Wraps a VecEnv; ``info`` gains ``episode_done``, ``episode_return``, ``episode_length``.
 
     ``episode_return``/``episode_length`` are the totals of the episode that ended at this step
     (valid where ``episode_done``). Must be the innermost wrapper after the backend so it sees raw
     rewards (normalisation wrappers go outside it).
     """
-
-    def __init__(self, env: Any):
-        self.env = env
-        self.num_envs = env.num_envs
-        self.observation_space = env.observation_space
-        self.action_space = env.action_space
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.env, name)
 
     def reset(self, key: jax.Array):
         obs, env_state = self.env.reset(key)

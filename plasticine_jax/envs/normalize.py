@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from plasticine_jax.envs.core import VecEnvWrapper
+
 
 @struct.dataclass
 class RunningMeanStd:
@@ -57,21 +59,6 @@ class RunningMeanStd:
         return RunningMeanStd(mean=new_mean, var=m2 / tot, count=tot)
 
 
-class _Wrapper:
-    """Forwards ``num_envs``, spaces and any other attribute to the wrapped VecEnv."""
-
-    def __init__(self, env: Any):
-        self.env = env
-        self.num_envs = env.num_envs
-        self.observation_space = env.observation_space
-        self.action_space = env.action_space
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "env":  # not yet set (e.g. during unpickling): avoid infinite recursion
-            raise AttributeError(name)
-        return getattr(self.env, name)
-
-
 @struct.dataclass
 class NormalizeRewardState:
     env_state: Any
@@ -79,7 +66,7 @@ class NormalizeRewardState:
     returns: jax.Array  # per-env discounted return accumulator R
 
 
-class NormalizeReward(_Wrapper):
+class NormalizeReward(VecEnvWrapper):
     """gym-0.23.1 ``NormalizeReward`` followed by a reward clip.
 
     Per env: ``R <- gamma * R + r``; update scalar running statistics with the batch of ``R``; emit
@@ -119,7 +106,7 @@ class NormalizeObservationState:
     obs_rms: RunningMeanStd  # per-feature statistics, shape = observation shape
 
 
-class NormalizeObservation(_Wrapper):
+class NormalizeObservation(VecEnvWrapper):
     """gym-0.23.1 ``NormalizeObservation`` followed by an observation clip.
 
     Per-feature running statistics are updated with each batch of observations (also on ``reset``);

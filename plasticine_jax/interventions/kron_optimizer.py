@@ -20,6 +20,8 @@ import numpy as np
 import optax
 from optax import tree_utils as otu
 
+from plasticine_jax.interventions.surgery import find_state
+
 __all__ = [
     "PSGD_JAX_KEY",
     "KronState",
@@ -376,14 +378,7 @@ def kron(
 
 def kron_state(opt_state: Any) -> KronState:
     """The (first) :class:`KronState` inside ``opt_state`` (e.g. a chain's tuple). Raises if absent."""
-    found = [
-        s
-        for s in jax.tree.leaves(opt_state, is_leaf=lambda v: isinstance(v, KronState))
-        if isinstance(s, KronState)
-    ]
-    if not found:
-        raise ValueError("kron_state: no KronState found in opt_state.")
-    return found[0]
+    return find_state(opt_state, KronState)
 
 
 def set_kron_key(opt_state: Any, key: jax.Array) -> Any:

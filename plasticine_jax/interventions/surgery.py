@@ -12,6 +12,14 @@ import jax.numpy as jnp
 _KEEP_FIELDS = ("theta_ref", "x")
 
 
+def find_state(opt_state: Any, cls: type) -> Any:
+    """The first optimizer-state node of type ``cls`` inside ``opt_state`` (any chain nesting). Raises if absent."""
+    found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda v: isinstance(v, cls)) if isinstance(s, cls)]
+    if not found:
+        raise ValueError(f"no {cls.__name__} found in opt_state")
+    return found[0]
+
+
 def where_tree(mask: Any, new: Any, old: Any) -> Any:
     """Leafwise ``where(mask, new, old)`` over matching pytrees."""
     return jax.tree.map(lambda m, n, o: jnp.where(m, n, o), mask, new, old)

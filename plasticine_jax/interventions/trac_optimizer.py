@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from plasticine_jax.interventions.surgery import find_state
+
 __all__ = [
     "ERFI_MAX_ARG",
     "TracState",
@@ -254,14 +256,7 @@ def trac(
 
 def trac_state(opt_state: Any) -> TracState:
     """The (first) :class:`TracState` inside ``opt_state`` (e.g. a chain's tuple). Raises if absent."""
-    found = [
-        s
-        for s in jax.tree.leaves(opt_state, is_leaf=lambda v: isinstance(v, TracState))
-        if isinstance(s, TracState)
-    ]
-    if not found:
-        raise ValueError("trac_state: no TracState found in opt_state.")
-    return found[0]
+    return find_state(opt_state, TracState)
 
 
 def trac_scale(opt_state: Any) -> jax.Array:
