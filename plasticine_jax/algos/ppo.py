@@ -129,9 +129,6 @@ class Trainer:
         base = {k: float(getattr(self.cfg, k)) for k in LEARNER_HPARAMS}
         return {**base, **default_hparams(self.interventions)}
 
-    def metric_names(self) -> list[str]:
-        return sorted(self._zero_outputs().keys())
-
     def _optimizer(self, hp: dict) -> optax.GradientTransformation:
         steps = self.ctx.steps_per_update
         n = self.num_updates
@@ -309,10 +306,6 @@ class Trainer:
 
         due = (update_idx + 1) % self.metrics.every == 0
         return jax.lax.cond(due, compute, lambda _: nan, None)
-
-    def _zero_outputs(self) -> dict:
-        shapes = jax.eval_shape(lambda k: self.run_updates(self.init(k), 0, 1)[1], jax.random.PRNGKey(0))
-        return {k: v for k, v in shapes.items()}
 
     # ------------------------------------------------------------------ public entry points
     def run_updates(self, runner: RunnerState, start: int | jax.Array, num: int):

@@ -9,7 +9,6 @@ lives in the training carry, is vmapped over seeds and checkpointed like any oth
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import jax
@@ -31,15 +30,6 @@ class VecEnv(Protocol):
     def step(
         self, key: Array, state: Any, action: Array
     ) -> tuple[Array, Any, Array, Array, Array, dict[str, Array]]: ...
-
-
-@dataclass(frozen=True)
-class EnvInfo:
-    """Static facts about an env id, used by presets and validation."""
-
-    backend: str
-    name: str
-    pixels: bool
 
 
 class VecEnvWrapper:
