@@ -31,6 +31,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from plasticine_jax.run.sinks import to_jsonable
+
 CARTPOLE = "gymnax:CartPole-v1"
 BREAKOUT = "gymnax:Breakout-MinAtar"
 DEFAULT_TIMESTEPS = {CARTPOLE: 102_400, BREAKOUT: 51_200}  # 200 / 100 updates of 4 x 128 steps
@@ -487,16 +489,6 @@ class UI:
         self.console.print(caption, highlight=False, style="dim")
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
@@ -538,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"(anneal {cfg.anneal_lr}); repeats {args.repeats} (best kept){'; QUICK' if args.quick else ''}",
                      highlight=False)
     result: dict[str, Any] = {"machine": info, "args": {k: v for k, v in vars(args).items()},
-                              "ppo_config": _jsonable(asdict(cfg))}
+                              "ppo_config": to_jsonable(asdict(cfg))}
     bench = Bench(args)
     try:
         result["scaling"] = run_scaling(bench, args, ui)
@@ -554,6 +546,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(_jsonable(result), indent=2))
+        out.write_text(json.dumps(to_jsonable(result), indent=2))
         ui.console.print(f"figures written to {out}", highlight=False)
     return 0

@@ -142,20 +142,14 @@ class ImpalaCNN(nn.Module):
     def __call__(self, x):
         act, copies = get_activation(self.cfg.activation)
         x = x.astype(jnp.float32) / 255.0
-        ln = self.cfg.layer_norm
         for s, c in enumerate(self.cfg.channels):
             x = _conv(c, 3, 1, ((1, 1), (1, 1)), self.cfg.init, x.shape[-1] * 9, f"seq{s}_conv")(x)
             x = _max_pool_3x3_s2(x)
             for r in range(2):
                 p = f"seq{s}_res{r}"
-                h = nn.LayerNorm(epsilon=self.cfg.ln_eps, name=f"{p}_ln0")(x) if ln else x
-                h = act(h)
-                self.sow("intermediates", f"{p}_act0", h)
+                h = _normalise_activate(self, x, f"{p}_ln0", f"{p}_act0")
                 h = _conv(c, 3, 1, ((1, 1), (1, 1)), self.cfg.init, h.shape[-1] * 9, f"{p}_conv0")(h)
-                if ln:
-                    h = nn.LayerNorm(epsilon=self.cfg.ln_eps, name=f"{p}_ln1")(h)
-                h = act(h)
-                self.sow("intermediates", f"{p}_act1", h)
+                h = _normalise_activate(self, h, f"{p}_ln1", f"{p}_act1")
                 h = _conv(c, 3, 1, ((1, 1), (1, 1)), self.cfg.init, h.shape[-1] * 9, f"{p}_conv1")(h)
                 x = x + h
         x = act(x)

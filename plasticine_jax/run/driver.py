@@ -18,7 +18,7 @@ from plasticine_jax.algos.ppo import Trainer, make_train
 from plasticine_jax.config import RunConfig, parse_sweep
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions.registry import resolve
-from plasticine_jax.run.sinks import JsonlSink, Progress, WandbSink
+from plasticine_jax.run.sinks import JsonlSink, Progress, WandbSink, to_jsonable
 
 
 @dataclass
@@ -47,19 +47,9 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def _to_jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _to_jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_to_jsonable(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
 def resolved_config_dict(cfg: RunConfig, trainer: Trainer, seeds: list[int], sweep: list[dict]) -> dict:
     """The fully resolved configuration written to config.json."""
-    return _to_jsonable({
+    return to_jsonable({
         "run": asdict(cfg.run),
         "ppo": asdict(cfg.ppo),
         "net_after_interventions": asdict(trainer.ctx.network.cfg),
@@ -155,7 +145,7 @@ def run(cfg: RunConfig) -> RunResult:
     wall = time.time() - t_train
     final = _final_returns(rows, labels)
     result = RunResult(rows, final, seeds, sweep, wall, compile_time, total_steps)
-    (out / "summary.json").write_text(json.dumps(_to_jsonable(summary_dict(result, labels)), indent=2))
+    (out / "summary.json").write_text(json.dumps(to_jsonable(summary_dict(result, labels)), indent=2))
     return result
 
 

@@ -11,8 +11,15 @@ from pathlib import Path
 from typing import Any
 
 
-def _clean(v: Any) -> Any:
-    return None if isinstance(v, float) and not math.isfinite(v) else v
+def to_jsonable(x: Any) -> Any:
+    """Nested dicts/lists with non-finite floats as None, so json.dumps writes valid JSON (null)."""
+    if isinstance(x, dict):
+        return {str(k): to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [to_jsonable(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
 
 class JsonlSink:
@@ -22,7 +29,7 @@ class JsonlSink:
         self.f = open(path, "a")  # noqa: SIM115 - closed in close()
 
     def write(self, row: dict) -> None:
-        self.f.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
+        self.f.write(json.dumps(to_jsonable(row)) + "\n")
 
     def close(self) -> None:
         self.f.flush()
