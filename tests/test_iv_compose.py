@@ -16,9 +16,9 @@ from plasticine_jax.algos.ppo_config import PRESETS
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions import injection, redo, reset_layers
 from plasticine_jax.interventions.base import compose
-from plasticine_jax.interventions.kron_optimizer import kron_state
+from plasticine_jax.optim.kron import kron_state
 from plasticine_jax.interventions.registry import ALIASES, REGISTRY, canonical, parse_list, resolve
-from plasticine_jax.interventions.trac_optimizer import trac_scale
+from plasticine_jax.optim.trac import trac_scale
 from plasticine_jax.metrics.collect import HEAVY_KEYS
 from plasticine_jax.metrics.config import MetricsConfig
 

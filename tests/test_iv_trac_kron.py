@@ -12,9 +12,9 @@ import pytest
 
 from plasticine_jax.interventions import trac as trac_iv
 from plasticine_jax.interventions.base import LearnerState, build_optimizer, compose
-from plasticine_jax.interventions.kron_optimizer import KronState, kron, kron_state
+from plasticine_jax.optim.kron import KronState, kron, kron_state
 from plasticine_jax.interventions.registry import parse_list, resolve
-from plasticine_jax.interventions.trac_optimizer import TracState, trac, trac_state
+from plasticine_jax.optim.trac import TracState, trac, trac_state
 
 LR, MAX_NORM, EPS = 1e-2, 0.5, 1e-5
 

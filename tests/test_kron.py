@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from plasticine_jax.interventions.kron_optimizer import (
+from plasticine_jax.optim.kron import (
     PSGD_JAX_KEY,
     KronState,
     kron,

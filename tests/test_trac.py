@@ -9,7 +9,7 @@ import optax
 import pytest
 import scipy.special as sp
 
-from plasticine_jax.interventions.trac_optimizer import TracState, dawson, erfi, trac, trac_scale, trac_state
+from plasticine_jax.optim.trac import TracState, dawson, erfi, trac, trac_scale, trac_state
 
 BETAS = np.array([0.9, 0.99, 0.999, 0.9999, 0.99999, 0.999999])
 T = 50

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from plasticine_jax.interventions.base import Intervention
-from plasticine_jax.interventions.kron_optimizer import kron, set_kron_key
+from plasticine_jax.optim.kron import kron, set_kron_key
 
 
 @dataclass(frozen=True)

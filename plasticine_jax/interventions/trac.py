@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from plasticine_jax.interventions.base import Intervention
-from plasticine_jax.interventions.trac_optimizer import TracState, trac
+from plasticine_jax.optim.trac import TracState, trac
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from plasticine_jax.interventions.surgery import find_state
+from plasticine_jax.optim.state import find_state
 
 __all__ = [
     "ERFI_MAX_ARG",

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from optax import tree_utils as otu
 
-from plasticine_jax.interventions.surgery import find_state
+from plasticine_jax.optim.state import find_state
 
 __all__ = [
     "PSGD_JAX_KEY",
