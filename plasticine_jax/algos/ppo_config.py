@@ -24,6 +24,7 @@ class PPOConfig:
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
+    clip: str = "global_norm"  # global_norm: one clip over actor and critic (CleanRL) | elementwise (optax.clip)
     norm_adv: bool = True  # per minibatch, (A - mean) / (std_unbiased + 1e-8)
     adam_eps: float = 1e-5
     bootstrap_truncation: bool = True  # r += gamma * V(final_obs) on truncated steps

@@ -1,23 +1,30 @@
-"""The intervention contract: a record of optional pure hooks, and ``compose`` that chains any subset.
+"""The intervention contract: a record of optional pure hooks, and ``compose`` that chains any subset into
+one intervention of the same type (as ``optax.chain`` returns one transformation).
 
-An intervention never owns the training loop. The learner calls its hooks at fixed points:
+An intervention never owns the training loop and knows nothing of the learner. Every learner unit
+(``algos.state.Unit``: params, optimizer state, optional target, this intervention's state) is handed to
+the hooks at fixed events, with a static per-unit ``Context`` (its network and layout, optimizer, run shape):
 
 * ``transform_net(NetConfig) -> NetConfig``  architecture (LayerNorm, CReLU/DFF, injection heads);
-* ``grad_transform(hp) -> GradientTransformation``  after global-norm clipping, before the base optimizer
-  (coupled L2 adds wd*theta here, as torch's Adam(weight_decay) does);
-* ``base_optimizer(lr, hp) -> GradientTransformation``  replaces Adam (Kron); at most one intervention;
-* ``wrap_base(tx, hp) -> GradientTransformation``  wraps the base optimizer (TRAC);
-* ``post_transform(hp) -> GradientTransformation``  last in the chain (freezing masks);
-* ``init(ctx, learner, key) -> learner``  once, after the network is initialised (stores theta_0, norms...);
-* ``loss(ctx, params, istate, hp) -> scalar``  added to the learner's loss every minibatch;
-* ``after_step(ctx, learner, key) -> learner``  after every optimizer step (every minibatch);
-* ``after_update(ctx, learner, key, update_idx, obs) -> learner``  once per iteration after the update
-  epochs; ``update_idx`` is an *unbatched* int (scan index), so schedules are ``lax.cond`` that stay
-  real branches under ``vmap`` over seeds.
+* ``grad_transform(hp)``  after global-norm clipping, before the base optimizer (coupled L2);
+* ``base_optimizer(lr, hp)``  replaces Adam (Kron); at most one intervention;
+* ``wrap_base(tx, hp)``  wraps the base optimizer (TRAC);
+* ``post_transform(hp, network)``  last in the chain (freezing masks);
+* ``trainable(ctx, unit) -> bool tree | None``  parameters that may receive gradient now: the rest is
+  zeroed before clipping and before the gradient-norm metric (injection's frozen heads);
+* ``init(ctx, unit, key) -> unit``  once, after the network is initialised (stores theta_0, norms, ...);
+* ``loss(ctx, params, istate, hp) -> scalar``  added to the unit's loss every optimizer step;
+* ``after_step(ctx, unit, key) -> unit``  after every optimizer step of the unit;
+* ``after_update(ctx, unit, key, update_idx, acts) -> unit``  once per update (iteration), after its
+  optimizer steps. ``update_idx`` is an *unbatched* int (the scan index), so schedules are ``lax.cond``s
+  that stay real branches under ``vmap`` over seeds. ``acts`` are the unit's hidden activations on the
+  update's metric batch, computed once by the learner (after the optimizer steps, before any hook) and
+  shared with the plasticity metrics; they are computed only on updates where
+  ``activations_due(update_idx)`` (else zeros).
 
-Numeric hyperparameters live in ``learner.hp`` (a flat dict of float32 scalars named ``"<iv>.<field>"``)
-so any of them can be vmapped (``--sweep snp.coef=0.9,0.99``). Schedules (periods) are static ints.
-Each intervention keeps its own state in ``learner.istate[name]``.
+Numeric hyperparameters live in ``unit.hp`` (flat float32 scalars named ``"<iv>.<field>"``) so any of
+them can be vmapped (``--sweep snp.coef=0.9,0.99``); schedule periods are static ints. Each intervention
+keeps its own state in ``unit.istate[name]``.
 """
 
 from __future__ import annotations
@@ -27,41 +34,34 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
-from flax import struct
 
+from plasticine_jax.algos.state import Unit
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.nets import NetConfig, Network
 
 
-@struct.dataclass
-class LearnerState:
-    """Everything the learner updates: params, non-param collections, optimizer, interventions, hparams."""
-
-    params: dict
-    net_state: dict  # non-param flax collections (e.g. injection gates)
-    opt_state: Any
-    istate: dict  # per-intervention state, keyed by intervention name
-    hp: dict  # float32 scalars: learner and intervention hyperparameters (vmappable)
-
-
 @dataclass(frozen=True)
 class Context:
-    """Static facts hooks may need: the network, the run's shape, and a fresh-init sampler."""
+    """Static facts about one learner unit that hooks may need."""
 
     network: Network
     num_updates: int
-    steps_per_update: int  # optimizer steps (epochs x minibatches) per iteration
+    steps_per_update: int  # optimizer steps of this unit per update
     env_steps_per_update: int
+    tx: optax.GradientTransformation | None = None  # the unit's optimizer (structure, for state surgery)
+    name: str = "agent"
 
     def fresh_params(self, key: jax.Array) -> dict:
         """A new sample of every parameter from its original initializer (SnP, resets, ReDo)."""
-        return self.network.init(key)["params"]
+        return self.network.fresh_params(key)
 
 
 @dataclass(frozen=True)
 class Intervention:
-    """A bundle of optional pure hooks (see the module docstring). ``order`` fixes composition order."""
+    """A bundle of optional pure hooks (see the module docstring). ``order`` fixes composition order;
+    ``activation_every`` > 0 asks the learner for activations every that many updates."""
 
     name: str
     order: int
@@ -70,69 +70,171 @@ class Intervention:
     grad_transform: Callable[[dict], optax.GradientTransformation] | None = None
     base_optimizer: Callable[[Any, dict], optax.GradientTransformation] | None = None
     wrap_base: Callable[[optax.GradientTransformation, dict], optax.GradientTransformation] | None = None
-    post_transform: Callable[[dict], optax.GradientTransformation] | None = None
-    init: Callable[[Context, LearnerState, jax.Array], LearnerState] | None = None
+    post_transform: Callable[[dict, Network], optax.GradientTransformation] | None = None
+    trainable: Callable[[Context, Unit], Any] | None = None
+    init: Callable[[Context, Unit, jax.Array], Unit] | None = None
     loss: Callable[[Context, dict, Any, dict], jax.Array] | None = None
-    after_step: Callable[[Context, LearnerState, jax.Array], LearnerState] | None = None
-    after_update: Callable[[Context, LearnerState, jax.Array, jax.Array, jax.Array], LearnerState] | None = None
+    after_step: Callable[[Context, Unit, jax.Array], Unit] | None = None
+    after_update: Callable[[Context, Unit, jax.Array, jax.Array, Any], Unit] | None = None
     activation: str | None = None  # set by interventions that replace the hidden activation (crelu, dff)
+    activation_every: tuple[int, ...] = ()  # update periods at which after_update reads activations
+    schedules: tuple[tuple[str, int], ...] = ()  # (flag, period in updates) of scheduled events, for warnings
+    components: tuple[Intervention, ...] = ()  # what a composed intervention was built from
+
+    @property
+    def parts(self) -> tuple[Intervention, ...]:
+        """The atomic interventions inside (itself when atomic)."""
+        return self.components if self.components else (self,)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.parts if p.name != "vanilla")
+
+    def activations_due(self, update_idx: jax.Array) -> jax.Array:
+        """Whether any after_update hook reads activations on this update (unbatched bool)."""
+        due = jnp.zeros((), bool)
+        for period in self.activation_every:
+            due = due | ((update_idx + 1) % period == 0)
+        return due
 
 
-def compose(interventions: list[Intervention]) -> tuple[Intervention, ...]:
-    """Validate and order a set of interventions. Order is canonical (by ``order``), not the user's, so
-    ``redo,ln,snp`` and ``snp,ln,redo`` are the same experiment: architecture first, then losses and
-    optimizer wrappers, then per-step projections, then scheduled resets."""
-    names = [iv.name for iv in interventions]
+def _split(key: jax.Array, n: int) -> list[jax.Array]:
+    return list(jax.random.split(key, n)) if n > 1 else [key]
+
+
+def _chain_unit_hook(parts: list[Intervention], attr: str) -> Callable | None:
+    """Chain ``attr`` hooks (signature (ctx, unit, key, *rest) -> unit), one split key per hook."""
+    hooks = [getattr(p, attr) for p in parts if getattr(p, attr) is not None]
+    if not hooks:
+        return None
+    if len(hooks) == 1:
+        return hooks[0]
+
+    def chained(ctx, unit, key, *rest):
+        for h, k in zip(hooks, _split(key, len(hooks)), strict=True):
+            unit = h(ctx, unit, k, *rest)
+        return unit
+
+    return chained
+
+
+def compose(interventions: list[Intervention] | tuple[Intervention, ...]) -> Intervention:
+    """Validate a set of interventions and chain them into one. Order is canonical (by ``order``), not the
+    user's, so ``redo,ln,snp`` and ``snp,ln,redo`` are the same experiment: architecture first, then losses
+    and optimizer wrappers, then per-step projections, then scheduled resets. Composing a composed
+    intervention flattens it."""
+    flat = [p for iv in interventions for p in iv.parts if p.name != "vanilla"]
+    names = [iv.name for iv in flat]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ConfigError(f"intervention(s) {', '.join(sorted(dup))} given twice; list each once")
-    acts = [iv.name for iv in interventions if iv.activation]
+    acts = [iv.name for iv in flat if iv.activation]
     if len(acts) > 1:
         raise ConfigError(f"interventions {' and '.join(acts)} both replace the hidden activation; pick one")
-    bases = [iv.name for iv in interventions if iv.base_optimizer]
+    bases = [iv.name for iv in flat if iv.base_optimizer]
     if len(bases) > 1:
         raise ConfigError(f"interventions {' and '.join(bases)} both replace the optimizer; pick one")
-    return tuple(sorted(interventions, key=lambda iv: (iv.order, iv.name)))
+    parts = sorted(flat, key=lambda iv: (iv.order, iv.name))
+    if not parts:
+        return Intervention("vanilla", order=0)
+    if len(parts) == 1:
+        return parts[0]
+
+    def transform_net(cfg):
+        for p in parts:
+            if p.transform_net is not None:
+                cfg = p.transform_net(cfg)
+        return cfg
+
+    grads = [p.grad_transform for p in parts if p.grad_transform is not None]
+    wraps = [p.wrap_base for p in parts if p.wrap_base is not None]
+    posts = [p.post_transform for p in parts if p.post_transform is not None]
+    base = next((p.base_optimizer for p in parts if p.base_optimizer is not None), None)
+    masks = [p.trainable for p in parts if p.trainable is not None]
+    losses = [p for p in parts if p.loss is not None]
+
+    def wrap_base(tx, hp):
+        for w in wraps:
+            tx = w(tx, hp)
+        return tx
+
+    def trainable(ctx, unit):
+        out = None
+        for m in masks:
+            mk = m(ctx, unit)
+            if mk is not None:
+                out = mk if out is None else jax.tree.map(jnp.logical_and, out, mk)
+        return out
+
+    def loss(ctx, params, istate, hp):
+        return sum((p.loss(ctx, params, istate.get(p.name), hp) for p in losses), jnp.zeros(()))
+
+    return Intervention(
+        name="+".join(p.name for p in parts),
+        order=0,
+        hparams={},
+        transform_net=transform_net,
+        grad_transform=(lambda hp: optax.chain(*[g(hp) for g in grads])) if grads else None,
+        base_optimizer=base,
+        wrap_base=wrap_base if wraps else None,
+        post_transform=(lambda hp, net: optax.chain(*[t(hp, net) for t in posts])) if posts else None,
+        trainable=trainable if masks else None,
+        init=_chain_unit_hook(parts, "init"),
+        loss=loss if losses else None,
+        after_step=_chain_unit_hook(parts, "after_step"),
+        after_update=_chain_unit_hook(parts, "after_update"),
+        activation=next((p.activation for p in parts if p.activation), None),
+        activation_every=tuple(sorted({e for p in parts for e in p.activation_every})),
+        schedules=tuple(s for p in parts for s in p.schedules),
+        components=tuple(parts),
+    )
 
 
-def default_hparams(interventions: tuple[Intervention, ...]) -> dict[str, float]:
-    """Flat ``{"<iv>.<field>": value}`` defaults of every composed intervention."""
-    return {f"{iv.name}.{k}": float(v) for iv in interventions for k, v in iv.hparams.items()}
+def default_hparams(iv: Intervention) -> dict[str, float]:
+    """Flat ``{"<iv>.<field>": value}`` defaults of every part of a (composed) intervention."""
+    return {f"{p.name}.{k}": float(v) for p in iv.parts for k, v in p.hparams.items()}
 
 
-def apply_net_transforms(cfg: NetConfig, interventions: tuple[Intervention, ...]) -> NetConfig:
-    for iv in interventions:
-        if iv.transform_net is not None:
-            cfg = iv.transform_net(cfg)
-    return cfg
+def apply_net_transforms(cfg: NetConfig, iv: Intervention) -> NetConfig:
+    return iv.transform_net(cfg) if iv.transform_net is not None else cfg
+
+
+def init_unit_state(iv: Intervention, ctx: Context, unit: Unit, key: jax.Array) -> Unit:
+    """Run the init hooks on a fresh unit (its ``istate`` becomes ``{}`` filled by the hooks)."""
+    unit = unit.replace(istate={})
+    return iv.init(ctx, unit, key) if iv.init is not None else unit
 
 
 def build_optimizer(
-    interventions: tuple[Intervention, ...],
+    iv: Intervention,
     hp: dict,
     learning_rate: Any,
     max_grad_norm: float | None,
     adam_eps: float,
+    network: Network,
+    clip: str = "global_norm",
 ) -> optax.GradientTransformation:
-    """clip -> grad transforms -> [wrapped] base optimizer -> post transforms, as a ``named_chain`` so a
-    hook can find its own optimizer state by name."""
+    """clip -> grad transforms -> [wrapped] base optimizer -> post transforms, as a ``named_chain``.
+
+    ``clip``: ``global_norm`` (torch's clip_grad_norm_ over the unit's params) or ``elementwise``
+    (``optax.clip``, rejax's choice); ``max_grad_norm`` None or <= 0 disables clipping."""
     parts: list[tuple[str, optax.GradientTransformation]] = []
     if max_grad_norm is not None and max_grad_norm > 0:
-        parts.append(("clip", optax.clip_by_global_norm(max_grad_norm)))
-    for iv in interventions:
-        if iv.grad_transform is not None:
-            parts.append((f"{iv.name}_grad", iv.grad_transform(hp)))
-    base = None
-    for iv in interventions:
-        if iv.base_optimizer is not None:
-            base = iv.base_optimizer(learning_rate, hp)
-    if base is None:
+        if clip == "global_norm":
+            parts.append(("clip", optax.clip_by_global_norm(max_grad_norm)))
+        elif clip == "elementwise":
+            parts.append(("clip", optax.clip(max_grad_norm)))
+        else:
+            raise ConfigError(f"unknown gradient clipping '{clip}'; use global_norm or elementwise")
+    if iv.grad_transform is not None:
+        parts.append(("grad", iv.grad_transform(hp)))
+    if iv.base_optimizer is not None:
+        base = iv.base_optimizer(learning_rate, hp)
+    else:
         base = optax.chain(optax.scale_by_adam(eps=adam_eps), optax.scale_by_learning_rate(learning_rate))
-    for iv in interventions:
-        if iv.wrap_base is not None:
-            base = iv.wrap_base(base, hp)
+    if iv.wrap_base is not None:
+        base = iv.wrap_base(base, hp)
     parts.append(("base", base))
-    for iv in interventions:
-        if iv.post_transform is not None:
-            parts.append((f"{iv.name}_post", iv.post_transform(hp)))
+    if iv.post_transform is not None:
+        parts.append(("post", iv.post_transform(hp, network)))
     return optax.named_chain(*parts)

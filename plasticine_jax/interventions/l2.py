@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import optax
 
+from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions.base import Intervention
 
 
@@ -16,5 +17,7 @@ class Options:
 
 
 def make(opts: Options) -> Intervention:
+    if opts.weight_decay < 0:
+        raise ConfigError(f"--l2n.weight-decay must be >= 0 (got {opts.weight_decay})")
     return Intervention("l2", order=20, hparams={"weight_decay": opts.weight_decay},
                         grad_transform=lambda hp: optax.add_decayed_weights(hp["l2.weight_decay"]))

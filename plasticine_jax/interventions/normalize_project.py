@@ -25,54 +25,22 @@ class Options:
     # the policy logits near zero (a near-uniform policy forever), so by default heads are left free
 
 
-HEADS = ("policy_head", "value_head")
-
-
-def _kernel_paths(params: dict, heads: bool = True) -> list[tuple[str, ...]]:
-    out = []
-
-    def walk(node, path):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, (*path, k))
-        elif path[-1] == "kernel" and "frozen" not in path and (heads or path[0] not in HEADS):
-            out.append(path)  # injection's frozen copy never moves
-
-    walk(params, ())
-    return out
-
-
-def _ln_paths(params: dict) -> list[tuple[str, ...]]:
-    out = []
-
-    def walk(node, path):
-        if isinstance(node, dict):
-            if set(node) == {"scale", "bias"}:
-                out.append(path)
-            else:
-                for k, v in node.items():
-                    walk(v, (*path, k))
-
-    walk(params, ())
-    return out
-
-
-def initial_norms(params: dict, heads: bool = True) -> dict:
+def initial_norms(network, params: dict, heads: bool = True) -> dict:
     """{'kernels': {path: ||W_0||}, 'ln': {path: ||(scale_0, offset_0)||}} (paths joined with '/')."""
-    kern = {"/".join(p): jnp.linalg.norm(get_path(params, p)) for p in _kernel_paths(params, heads)}
+    kern = {"/".join(p): jnp.linalg.norm(get_path(params, p)) for p in network.kernel_paths(params, heads)}
     ln = {"/".join(p): jnp.sqrt(jnp.sum(get_path(params, p)["scale"] ** 2) + jnp.sum(get_path(params, p)["bias"] ** 2))
-          for p in _ln_paths(params)}
+          for p in network.layer_norm_paths()}
     return {"kernels": kern, "ln": ln}
 
 
 def project(params: dict, norms: dict) -> dict:
     """Rescale every kernel with a recorded norm, and every LayerNorm pair, to its recorded norm."""
-    for p in _kernel_paths(params):
-        if "/".join(p) not in norms["kernels"]:
-            continue
+    for name, n0 in norms["kernels"].items():
+        p = tuple(name.split("/"))
         w = get_path(params, p)
-        params = set_path(params, p, w * (norms["kernels"]["/".join(p)] / (jnp.linalg.norm(w) + 1e-12)))
-    for p in _ln_paths(params):
+        params = set_path(params, p, w * (n0 / (jnp.linalg.norm(w) + 1e-12)))
+    for name in norms["ln"]:
+        p = tuple(name.split("/"))
         ln = get_path(params, p)
         n = jnp.sqrt(jnp.sum(ln["scale"] ** 2) + jnp.sum(ln["bias"] ** 2))
         f = norms["ln"]["/".join(p)] / (n + 1e-12)
@@ -83,19 +51,22 @@ def project(params: dict, norms: dict) -> dict:
 def make(opts: Options) -> Intervention:
     if opts.mode not in ("step", "update"):
         raise ConfigError(f"--nap.mode must be step or update (got {opts.mode})")
+    if opts.mode == "update" and opts.frequency < 1:
+        raise ConfigError(f"--nap.frequency must be >= 1 update (got {opts.frequency})")
 
-    def init(ctx, learner, key):
-        norms = initial_norms(learner.params, opts.project_heads)
-        return learner.replace(istate={**learner.istate, "normalize_project": norms})
+    def init(ctx, unit, key):
+        norms = initial_norms(ctx.network, unit.params, opts.project_heads)
+        return unit.replace(istate={**unit.istate, "normalize_project": norms})
 
-    def apply(ctx, learner, key):
-        return learner.replace(params=project(learner.params, learner.istate["normalize_project"]))
+    def apply(ctx, unit, key):
+        return unit.replace(params=project(unit.params, unit.istate["normalize_project"]))
 
-    def after_update(ctx, learner, key, update_idx, obs):
-        return jax.lax.cond(every(opts.frequency, update_idx), lambda lr: apply(ctx, lr, key), lambda lr: lr, learner)
+    def after_update(ctx, unit, key, update_idx, acts):
+        return jax.lax.cond(every(opts.frequency, update_idx), lambda u: apply(ctx, u, key), lambda u: u, unit)
 
     step = opts.mode == "step"
     return Intervention(
         "normalize_project", order=45, init=init,
         transform_net=(lambda c: replace(c, layer_norm=True)) if opts.insert_ln else None,
-        after_step=apply if step else None, after_update=None if step else after_update)
+        after_step=apply if step else None, after_update=None if step else after_update,
+        schedules=() if step else (("--nap.frequency", opts.frequency),))

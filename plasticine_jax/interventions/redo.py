@@ -5,7 +5,10 @@ s_i = E|a_i| / mean_j E|a_j|, or the reference's per-sample formula), and for un
 re-sample their incoming weights from the layer's own initializer, set their incoming bias to 0 (LayerNorm
 scale/offset to 1/0), zero their outgoing weights in *every* consumer (both heads of a shared torso; the
 conv->dense flatten is NHWC-tiled) and zero the optimizer moments of all touched entries. Heads are never
-recycled. A CReLU/DFF unit is recycled only when all its output copies are dormant.
+recycled. A CReLU/DFF unit is recycled only when all its output copies are dormant. Works on every unit of
+every learner (policy, value, Q, twin critics); the touched entries are mirrored into the target network
+where the unit has one (``mirror_target``). The activations are the learner's, computed once per update on
+its metric batch and shared with the plasticity metrics.
 Reference options: ``zero_bias=False``, ``reset_optimizer=False`` give the June reference's recycling."""
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import jax.numpy as jnp
 
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions.base import Intervention
-from plasticine_jax.interventions.surgery import every, reset_opt_state
+from plasticine_jax.interventions.surgery import every, mirror_target, reset_opt_state
 from plasticine_jax.metrics.units import dormant_mask
 from plasticine_jax.nets.activations import USES_ABS
 from plasticine_jax.nets.structure import (
@@ -36,10 +39,11 @@ class Options:
     formula: str = "redo"  # redo (paper score) | june (the reference's per-sample score)
     zero_bias: bool = True  # paper: incoming bias <- 0; the reference keeps it
     reset_optimizer: bool = True  # paper: zero Adam moments of touched weights; the reference does not
+    mirror_target: bool = True  # copy the touched entries into the target network (TD3/SAC/C51)
 
 
 def recycle(ctx, params: dict, opt_state, acts: dict, fresh: dict, tau, opts: Options):
-    """Pure recycling step. Returns (params, opt_state, {group name: producer dormant mask})."""
+    """Pure recycling step. Returns (params, opt_state, {group name: producer dormant mask}, touched mask)."""
     touched = jax.tree.map(lambda x: jnp.zeros(x.shape, bool), params)
     masks = {}
     for g in ctx.network.groups:
@@ -68,8 +72,8 @@ def recycle(ctx, params: dict, opt_state, acts: dict, fresh: dict, tau, opts: Op
             params = set_path(params, ref.path, jnp.where(m, 0.0, old))
             touched = set_path(touched, ref.path, get_path(touched, ref.path) | m)
     if opts.reset_optimizer:
-        opt_state = reset_opt_state(opt_state, params, touched)
-    return params, opt_state, masks
+        opt_state = reset_opt_state(ctx.tx, opt_state, touched)
+    return params, opt_state, masks, touched
 
 
 def make(opts: Options) -> Intervention:
@@ -77,15 +81,17 @@ def make(opts: Options) -> Intervention:
         raise ConfigError(f"--redo.formula must be redo or june (got {opts.formula})")
     if opts.frequency < 1:
         raise ConfigError(f"--redo.frequency must be >= 1 update (got {opts.frequency})")
+    if not 0.0 <= opts.tau < 1.0:
+        raise ConfigError(f"--redo.tau must be in [0, 1) (got {opts.tau}): units scoring <= tau are recycled")
 
-    def fire(ctx, learner, key, obs):
-        _, acts = ctx.network.apply_with_activations(learner.params, learner.net_state, obs)
-        params, opt_state, _ = recycle(ctx, learner.params, learner.opt_state, acts, ctx.fresh_params(key),
-                                       learner.hp["redo.tau"], opts)
-        return learner.replace(params=params, opt_state=opt_state)
+    def fire(ctx, unit, key, acts):
+        params, opt_state, _, touched = recycle(ctx, unit.params, unit.opt_state, acts, ctx.fresh_params(key),
+                                                unit.hp["redo.tau"], opts)
+        unit = unit.replace(params=params, opt_state=opt_state)
+        return mirror_target(unit, touched) if opts.mirror_target else unit
 
-    def after_update(ctx, learner, key, update_idx, obs):
-        return jax.lax.cond(every(opts.frequency, update_idx), lambda lr: fire(ctx, lr, key, obs), lambda lr: lr,
-                            learner)
+    def after_update(ctx, unit, key, update_idx, acts):
+        return jax.lax.cond(every(opts.frequency, update_idx), lambda u: fire(ctx, u, key, acts), lambda u: u, unit)
 
-    return Intervention("redo", order=50, hparams={"tau": opts.tau}, after_update=after_update)
+    return Intervention("redo", order=50, hparams={"tau": opts.tau}, after_update=after_update,
+                        activation_every=(opts.frequency,), schedules=(("--redo.frequency", opts.frequency),))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions.base import Intervention
 
 
@@ -26,8 +27,11 @@ def safe_norm(sq: jax.Array) -> jax.Array:
 
 
 def make(opts: Options) -> Intervention:
-    def init(ctx, learner, key):
-        return learner.replace(istate={**learner.istate, "regenerative": {"theta0": learner.params}})
+    if opts.weight < 0:
+        raise ConfigError(f"--rr.weight must be >= 0 (got {opts.weight})")
+
+    def init(ctx, unit, key):
+        return unit.replace(istate={**unit.istate, "regenerative": {"theta0": unit.params}})
 
     def loss(ctx, params, istate, hp):
         sq = sum(jnp.sum((p - p0) ** 2) for p, p0 in zip(jax.tree.leaves(params),

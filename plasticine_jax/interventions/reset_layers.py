@@ -1,7 +1,9 @@
 """Layer resets (Nikishin et al. 2022, primacy bias): every ``frequency`` updates re-sample the chosen
-layers from their original initializers and reset their optimizer state (paper). ``which=heads`` resets
-the policy and value heads (the reference's 'final'), ``all`` the whole network. The reference left the
-optimizer state alone: ``reset_optimizer=False``. Its frequency (1000 iterations) is the default."""
+layers of every unit from their original initializers, reset their optimizer state (paper) and copy them
+into the unit's target network (the paper resets targets too). ``which=heads`` resets the output heads the
+network declares (the reference's 'final': policy and value heads, the Q head, the actor and both critic
+heads), ``all`` the whole network. The reference left the optimizer state alone (``reset_optimizer=False``)
+and the targets untouched (``mirror_target=False``). Its frequency (1000 iterations) is the default."""
 
 from __future__ import annotations
 
@@ -11,9 +13,7 @@ import jax
 
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions.base import Intervention
-from plasticine_jax.interventions.surgery import every, is_frozen_copy, path_mask, reset_opt_state, where_tree
-
-HEADS = ("policy_head", "value_head")
+from plasticine_jax.interventions.surgery import every, mirror_target, reset_opt_state, where_tree
 
 
 @dataclass(frozen=True)
@@ -21,12 +21,14 @@ class Options:
     which: str = "heads"  # heads (reference 'final') | all
     frequency: int = 1000  # updates between resets (reference: 1000 iterations)
     reset_optimizer: bool = True  # paper: reset optimizer state of reset params; the reference does not
+    mirror_target: bool = True  # paper: reset the target copy too; the reference does not
 
 
-def reset_mask(params: dict, which: str):
+def reset_mask(network, params: dict, which: str):
+    """Heads (or everything) except injection's frozen copy and PPO's state-independent log-std."""
     if which == "all":
-        return path_mask(params, lambda p: p[0] != "log_std" and not is_frozen_copy(p))
-    return path_mask(params, lambda p: p[0] in HEADS and not is_frozen_copy(p))
+        return network.mask(params, lambda p: p[0] != "log_std" and not network.is_frozen_copy(p))
+    return network.mask(params, lambda p: network.is_head(p) and not network.is_frozen_copy(p))
 
 
 def make(opts: Options) -> Intervention:
@@ -35,13 +37,15 @@ def make(opts: Options) -> Intervention:
     if opts.frequency < 1:
         raise ConfigError(f"--rl.frequency must be >= 1 update (got {opts.frequency})")
 
-    def fire(ctx, learner, key):
-        mask = reset_mask(learner.params, opts.which)
-        params = where_tree(mask, ctx.fresh_params(key), learner.params)
-        opt_state = reset_opt_state(learner.opt_state, params, mask) if opts.reset_optimizer else learner.opt_state
-        return learner.replace(params=params, opt_state=opt_state)
+    def fire(ctx, unit, key):
+        mask = reset_mask(ctx.network, unit.params, opts.which)
+        params = where_tree(mask, ctx.fresh_params(key), unit.params)
+        opt_state = reset_opt_state(ctx.tx, unit.opt_state, mask) if opts.reset_optimizer else unit.opt_state
+        unit = unit.replace(params=params, opt_state=opt_state)
+        return mirror_target(unit, mask) if opts.mirror_target else unit
 
-    def after_update(ctx, learner, key, update_idx, obs):
-        return jax.lax.cond(every(opts.frequency, update_idx), lambda lr: fire(ctx, lr, key), lambda lr: lr, learner)
+    def after_update(ctx, unit, key, update_idx, acts):
+        return jax.lax.cond(every(opts.frequency, update_idx), lambda u: fire(ctx, u, key), lambda u: u, unit)
 
-    return Intervention("reset_layers", order=51, after_update=after_update)
+    return Intervention("reset_layers", order=51, after_update=after_update,
+                        schedules=(("--rl.frequency", opts.frequency),))

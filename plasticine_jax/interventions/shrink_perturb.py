@@ -14,7 +14,7 @@ import jax
 
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions.base import Intervention
-from plasticine_jax.interventions.surgery import every, is_frozen_copy, path_mask, where_tree
+from plasticine_jax.interventions.surgery import every, where_tree
 
 
 @dataclass(frozen=True)
@@ -37,29 +37,37 @@ def make(opts: Options) -> Intervention:
     if opts.mode not in ("soft", "hard"):
         raise ConfigError(f"--snp.mode must be soft or hard (got {opts.mode})")
 
-    def init(ctx, learner, key):
-        state = {"theta0": learner.params} if opts.target == "init" else {}
-        return learner.replace(istate={**learner.istate, "shrink_perturb": state})
+    if not 0.0 <= opts.coef <= 1.0:
+        raise ConfigError(f"--snp.coef must be in [0, 1] (got {opts.coef}): it is the weight kept of theta")
+    if opts.sigma < 0:
+        raise ConfigError(f"--snp.sigma must be >= 0 (got {opts.sigma})")
+    if opts.mode == "hard" and opts.frequency < 1:
+        raise ConfigError(f"--snp.frequency must be >= 1 update (got {opts.frequency})")
 
-    def apply(ctx, learner, key):
-        coef = learner.hp["shrink_perturb.coef"]
+    def init(ctx, unit, key):
+        state = {"theta0": unit.params} if opts.target == "init" else {}
+        return unit.replace(istate={**unit.istate, "shrink_perturb": state})
+
+    def apply(ctx, unit, key):
+        coef = unit.hp["shrink_perturb.coef"]
         if opts.target == "noise":
-            leaves, treedef = jax.tree.flatten(learner.params)
+            leaves, treedef = jax.tree.flatten(unit.params)
             keys = jax.random.split(key, len(leaves))
             noise = [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves, strict=True)]
-            sigma = learner.hp["shrink_perturb.sigma"]
-            params = jax.tree.map(lambda p, n: coef * p + sigma * n, learner.params, jax.tree.unflatten(treedef, noise))
+            sigma = unit.hp["shrink_perturb.sigma"]
+            params = jax.tree.map(lambda p, n: coef * p + sigma * n, unit.params, jax.tree.unflatten(treedef, noise))
         else:
-            phi = ctx.fresh_params(key) if opts.target == "fresh" else learner.istate["shrink_perturb"]["theta0"]
-            params = shrink_perturb(learner.params, phi, coef)
-        keep = path_mask(params, is_frozen_copy)  # never move plasticity injection's frozen copy
-        return learner.replace(params=where_tree(keep, learner.params, params))
+            phi = ctx.fresh_params(key) if opts.target == "fresh" else unit.istate["shrink_perturb"]["theta0"]
+            params = shrink_perturb(unit.params, phi, coef)
+        keep = ctx.network.mask(params, ctx.network.is_frozen_copy)  # never move injection's frozen copy
+        return unit.replace(params=where_tree(keep, unit.params, params))
 
-    def after_update(ctx, learner, key, update_idx, obs):
-        return jax.lax.cond(every(opts.frequency, update_idx), lambda lr: apply(ctx, lr, key), lambda lr: lr, learner)
+    def after_update(ctx, unit, key, update_idx, acts):
+        return jax.lax.cond(every(opts.frequency, update_idx), lambda u: apply(ctx, u, key), lambda u: u, unit)
 
     soft = opts.mode == "soft"
     return Intervention("shrink_perturb", order=40, hparams={"coef": opts.coef, "sigma": opts.sigma}, init=init,
-                        after_step=apply if soft else None, after_update=None if soft else after_update)
+                        after_step=apply if soft else None, after_update=None if soft else after_update,
+                        schedules=() if soft else (("--snp.frequency", opts.frequency),))
 
 

@@ -25,7 +25,7 @@ from plasticine_jax.optim.trac import TracState, trac
 class Options:
     s_prev: float = 1e-8  # initial scale prefactor
     eps: float = 1e-8  # TRAC's own epsilon
-    keep_x: bool = True  # keep the base iterate explicitly (paper); False = rebuild from theta (reference)
+    x_mode: str = "official"  # official (reference, exact arithmetic) | keep (x never erased) | reconstruct (literal)
     follow_edits: bool = True  # keep parameter edits made by other interventions (see the module docstring)
 
 
@@ -44,7 +44,12 @@ def follow_edits(inner: optax.GradientTransformation) -> optax.GradientTransform
 
 def make(opts: Options) -> Intervention:
     def wrap(tx, hp):
-        t = trac(tx, s_prev=opts.s_prev, eps=opts.eps, keep_x=opts.keep_x)
-        return follow_edits(t) if (opts.keep_x and opts.follow_edits) else t
+        from plasticine_jax.errors import ConfigError
+        from plasticine_jax.optim.trac import X_MODES
+
+        if opts.x_mode not in X_MODES:
+            raise ConfigError(f"--trac.x-mode must be one of {', '.join(X_MODES)} (got {opts.x_mode!r})")
+        t = trac(tx, s_prev=opts.s_prev, eps=opts.eps, x_mode=opts.x_mode)
+        return follow_edits(t) if (opts.x_mode != "reconstruct" and opts.follow_edits) else t
 
     return Intervention("trac", order=30, wrap_base=wrap)

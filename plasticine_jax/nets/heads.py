@@ -10,16 +10,25 @@ from flax import linen as nn
 from plasticine_jax.nets.initializers import orthogonal, torch_default_bias, torch_default_kernel
 
 
+def _main(features: int, gain: float, init: str, fan_in: int) -> nn.Dense:
+    """The head's own Dense: orthogonal with ``gain`` and zero bias (the reference's layer_init), or the
+    PyTorch nn.Linear default (TD3, C51)."""
+    if init == "torch":
+        return nn.Dense(features, kernel_init=torch_default_kernel(), bias_init=torch_default_bias(fan_in),
+                        name="main")
+    return nn.Dense(features, kernel_init=orthogonal(gain), bias_init=nn.initializers.zeros, name="main")
+
+
 class Head(nn.Module):
-    """Linear head, orthogonal init with ``gain`` and zero bias (the reference's layer_init)."""
+    """Linear head (parameters under ``main``)."""
 
     features: int
     gain: float
+    init: str = "orthogonal"
 
     @nn.compact
     def __call__(self, x):
-        return nn.Dense(self.features, kernel_init=orthogonal(self.gain), bias_init=nn.initializers.zeros,
-                        name="main")(x)
+        return _main(self.features, self.gain, self.init, x.shape[-1])(x)
 
 
 class InjectableHead(nn.Module):
@@ -28,11 +37,11 @@ class InjectableHead(nn.Module):
 
     features: int
     gain: float
+    init: str = "orthogonal"
 
     @nn.compact
     def __call__(self, x):
-        main = nn.Dense(self.features, kernel_init=orthogonal(self.gain), bias_init=nn.initializers.zeros,
-                        name="main")(x)
+        main = _main(self.features, self.gain, self.init, x.shape[-1])(x)
         fan_in = x.shape[-1]
         mk = lambda name: nn.Dense(self.features, kernel_init=torch_default_kernel(),
                                    bias_init=torch_default_bias(fan_in), name=name)
@@ -40,3 +49,9 @@ class InjectableHead(nn.Module):
         frozen = mk("frozen")(x)
         gate = self.variable("injection", "gate", lambda: jnp.zeros((), jnp.float32)).value
         return main + gate * (new - jax.lax.stop_gradient(frozen))
+
+
+def head(cfg, features: int, gain: float, name: str) -> nn.Module:
+    """The head module a network config asks for (injectable when ``cfg.injection``)."""
+    cls = InjectableHead if cfg.injection else Head
+    return cls(features, gain, cfg.head_init, name=name)

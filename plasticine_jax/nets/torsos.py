@@ -31,8 +31,7 @@ class NetConfig:
     value_gain: float = 1.0
     channels: tuple[int, ...] = (16, 32, 32)  # IMPALA ConvSequence channels
     injection: bool = False  # pre-allocated plasticity-injection heads
-
-
+    head_init: str = "orthogonal"  # heads: orthogonal with their gain (layer_init) | torch (nn.Linear default)
 
 
 def _dense(features: int, init: str, gain: float, fan_in: int, name: str) -> nn.Dense:

@@ -2,6 +2,14 @@
 
 Plasticine's ``start_trac`` state machine (reference §3.11) re-written as a pure, jit/vmap-safe optax
 ``GradientTransformation``, plus an accurate float32 ``erfi`` (JAX has none).
+
+What the official code does to x, in exact arithmetic. It stores only theta, built at the end of step t-1 as
+theta_t = theta_ref + max(S_{t-1}, 0) x_{t-1}, and at step t reconstructs x_t = (theta_t - theta_ref) /
+(S_{t-1} + eps) = rho_t x_{t-1} with rho_t = max(S_{t-1}, 0) / (S_{t-1} + eps) (rho = 0 for S <= 0: x erased;
+rho = 1/2 at S = eps). ``x_mode="official"`` (default) keeps x explicitly and multiplies it by rho_t each step,
+which is that algorithm without the float32 cancellation of theta_t - theta_ref (S ~ 1e-8 early on).
+(The authors' optax port ``experimental/jax/trac.py`` omits the clamp: rho = S/(S+eps), theta = theta_ref + S x;
+Plasticine copies the PyTorch package, which clamps; this module follows the PyTorch package.)
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from plasticine_jax.optim.state import find_state
 
 __all__ = [
     "ERFI_MAX_ARG",
+    "X_MODES",
     "TracState",
     "dawson",
     "erfi",
@@ -41,6 +50,9 @@ _RYBICKI_N = 6
 _RYBICKI_C = tuple(math.exp(-(((2 * i + 1) * _RYBICKI_H) ** 2)) for i in range(_RYBICKI_N))
 _SMALL_X = 0.2  # below this a 4-term Maclaurin series of D is exact to float32 precision
 _LARGE_X = 50.0  # above this the 3-term asymptotic series 1/(2x) (1 + 1/(2x^2) + 3/(4x^4)) is (error < 1e-10)
+
+X_MODES = ("official", "keep", "reconstruct")
+"""Values of :func:`trac`'s ``x_mode``."""
 
 ERFI_MAX_ARG = 9.0
 """TRAC clips the erfi argument to [-ERFI_MAX_ARG, ERFI_MAX_ARG] (erfi(9) ~ 9.4e33, s_j <= ~1e26: finite)."""
@@ -139,7 +151,8 @@ class TracState(NamedTuple):
 
     ``scale`` is S = sum_j s_j after the last step (0 before the first), the quantity the reference writes
     to ``trac.text`` each step; read it with :func:`trac_scale` (works on a chain containing TRAC).
-    ``x`` is the base iterate relative to theta_ref (only when ``keep_x=True``; ``None`` otherwise).
+    ``x`` is the base iterate relative to theta_ref, the one theta was built from: theta = theta_ref +
+    max(S, 0) x (``x_mode`` "official" and "keep"; ``None`` for "reconstruct").
     """
 
     base_state: Any
@@ -157,29 +170,36 @@ def trac(
     betas: Sequence[float] = (0.9, 0.99, 0.999, 0.9999, 0.99999, 0.999999),
     s_prev: float = 1e-8,
     eps: float = 1e-8,
-    keep_x: bool = True,
+    x_mode: str = "official",
     max_erfi_arg: float = ERFI_MAX_ARG,
+    *,
+    keep_x: bool | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Wrap ``base`` with TRAC (reference §3.11). ``update`` requires ``params`` (= theta_t).
 
     Per step t, with g_t the incoming (already clipped) gradients and u_t = base update at theta_t:
 
     1. theta_ref = the params given to ``init``; S_{t-1} = ``state.scale`` (0 before the first step);
-    2. x_t = (theta_t - theta_ref) / (S_{t-1} + eps)  [``keep_x=False``]  or the stored x  [``keep_x=True``];
+    2. x_t = rho_t x_{t-1} with rho_t = max(S_{t-1}, 0) / (S_{t-1} + eps)                [``"official"``],
+           x_{t-1}                                                                  [``"keep"``],
+           (theta_t - theta_ref) / (S_{t-1} + eps), computed literally from theta   [``"reconstruct"``];
     3. h_t = sum over all leaves of <x_t, g_t>;  x <- x_t + u_t;
     4. for each beta_j: v_j <- beta_j^2 v_j + h_t^2 (init 0);  sigma_j <- beta_j sigma_j - h_t (init 1e-8);
     5. s_j = s_prev / erfi(1/sqrt(2)) * erfi(sigma_j / (sqrt(2) sqrt(v_j) + eps));  S_t = sum_j s_j;
     6. theta_{t+1} = theta_ref + x * max(S_t, 0);  the returned update is theta_{t+1} - theta_t.
 
-    ``keep_x`` (deviation, reference §6.2 item 10). The reference stores only theta and reconstructs x each
-    step as in 2. That is not only lossy in float32 (theta - theta_ref cancels when S ~ 1e-8) but also
-    changes the iterate in exact arithmetic: the reconstructed x equals the previous x times
-    max(S,0)/(S+eps), i.e. x is halved when S ~ eps and erased whenever S <= 0. ``keep_x=True`` (default)
-    keeps the base iterate x explicitly in the state, which is the algorithm of the TRAC paper
-    (theta = theta_ref + S (x_base - theta_ref)). ``keep_x=False`` reproduces the reference's formula
-    (up to float rounding; the extra rounding of ``apply_updates`` is of the same size as torch's own).
-    With ``keep_x=True`` any change made to the params outside this transform (e.g. a reset) is undone at
-    the next step, since theta_{t+1} is rebuilt from theta_ref and x.
+    ``x_mode``. The reference stores only theta and reconstructs x each step from it; in exact arithmetic
+    that is x_{t-1} times rho_t (see the module docstring): x is halved when S ~ eps and erased whenever
+    S <= 0, which lets TRAC restart from theta_ref after a shift of the objective. ``"official"`` (default)
+    is exactly that algorithm, but keeps x in the state and applies rho_t, so there is no float32
+    cancellation of theta_t - theta_ref (which loses most of x while S ~ 1e-8 and theta_ref != 0).
+    ``"keep"`` keeps x unscaled (rho = 1, never erased: the previous default ``keep_x=True``; a deviation
+    from the official algorithm that tracks a moving optimum worse). ``"reconstruct"`` is the reference's
+    literal float formula (previous ``keep_x=False``; the extra rounding of ``apply_updates`` is of the same
+    size as torch's own). ``keep_x`` (deprecated) maps True -> "keep", False -> "reconstruct".
+    With "official"/"keep" any change made to the params outside this transform (e.g. a reset) is undone
+    at the next step, since theta_{t+1} is rebuilt from theta_ref and x (see
+    ``interventions.trac.follow_edits``).
 
     Overflow: erfi overflows float32 for arguments beyond ~9.5 (possible after long runs of same-signed
     h_t, since |sigma|/sqrt(2v) can grow like sqrt(t/2)); the reference then produces inf/NaN and raises.
@@ -189,6 +209,11 @@ def trac(
     The Plasticine wiring puts global-norm clipping before this wrapper (``optax.chain(clip, trac(adam))``)
     so g_t is the clipped gradient, as in the reference.
     """
+    if keep_x is not None:
+        x_mode = "keep" if keep_x else "reconstruct"
+    if x_mode not in X_MODES:
+        raise ValueError(f"trac: x_mode must be one of {', '.join(X_MODES)} (got {x_mode!r})")
+    store_x = x_mode != "reconstruct"
     base = optax.with_extra_args_support(base)
     betas_arr = tuple(float(b) for b in betas)
     n = len(betas_arr)
@@ -200,7 +225,7 @@ def trac(
         return TracState(
             base_state=base.init(params),
             theta_ref=jax.tree.map(jnp.asarray, params),
-            x=jax.tree.map(jnp.zeros_like, params) if keep_x else None,
+            x=jax.tree.map(jnp.zeros_like, params) if store_x else None,
             sigma=jnp.full((n,), 1e-8, jnp.float32),
             variance=zeros,
             s=zeros,
@@ -216,8 +241,13 @@ def trac(
         grads = updates
         base_updates, base_state = base.update(grads, state.base_state, params, **extra_args)
 
-        if keep_x:
+        if x_mode == "keep":
             x_t = state.x
+        elif x_mode == "official":
+            # rho_t = max(S,0)/(S+eps); S > 0 implies S + eps > 0, and S <= 0 gives 0 (no 0/0)
+            pos = state.scale > 0.0
+            rho = jnp.where(pos, state.scale / jnp.where(pos, state.scale + eps_f, 1.0), 0.0)
+            x_t = jax.tree.map(lambda xl: xl * rho.astype(xl.dtype), state.x)
         else:
             denom = state.scale + eps_f
             x_t = jax.tree.map(lambda p, r: (p - r) / denom.astype(p.dtype), params, state.theta_ref)
@@ -242,7 +272,7 @@ def trac(
         new_state = TracState(
             base_state=base_state,
             theta_ref=state.theta_ref,
-            x=x_new if keep_x else None,
+            x=x_new if store_x else None,
             sigma=sigma,
             variance=variance,
             s=s,

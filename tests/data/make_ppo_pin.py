@@ -5,7 +5,7 @@ out = {}
 for name, env, preset, T in [("cartpole", "gymnax:CartPole-v1", "cartpole", 4*128*12), ("pendulum", "gymnax:Pendulum-v1", "continuous", 16*256*3)]:
     tr = make_train(PRESETS[preset], env, T)
     carry, m = jax.jit(tr.train)(jax.random.PRNGKey(3))
-    leaves = jax.tree.leaves(carry.learner.params)
+    leaves = jax.tree.leaves(carry.units["agent"].params)
     out[f"{name}/param_sums"] = np.array([np.asarray(x, np.float64).sum() for x in leaves])
     out[f"{name}/param_abs"] = np.array([np.abs(np.asarray(x, np.float64)).sum() for x in leaves])
     for k in ["losses/policy_loss", "losses/value_loss", "losses/entropy", "plasticity/gradient_norm", "plasticity/weight_difference", "charts/episodic_return", "plasticity/dormant_ratio", "plasticity/stable_rank"]:

@@ -1,0 +1,209 @@
+"""What every learner shares: the protocol the driver talks to, and the unit machinery (init, one optimizer
+step with its intervention hooks, the per-update intervention event, activations computed once and shared by
+interventions and metrics, per-unit plasticity metrics).
+
+A learner module (``ppo``, ``pqn``, ``td3``, ``sac``, ``c51``) reads top to bottom -- act, targets, loss,
+update, metrics -- and calls these helpers for everything that is not its own algorithm.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from plasticine_jax.algos.state import RunState, Unit
+from plasticine_jax.errors import ConfigError
+from plasticine_jax.interventions.base import Context, Intervention, build_optimizer, default_hparams
+from plasticine_jax.interventions.surgery import every
+from plasticine_jax.metrics.collect import activation_metrics, heavy_metric_names, metric_prefix, weight_metrics
+from plasticine_jax.metrics.config import MetricsConfig
+from plasticine_jax.metrics.norms import global_norm
+from plasticine_jax.nets import Network
+
+
+class Learner(Protocol):
+    """What the driver needs from a learner. All methods are pure and vmappable over (key, hparams)."""
+
+    algo: str
+    env_id: str
+    num_updates: int
+    env_steps_per_update: int
+    warnings: tuple[str, ...]
+
+    def default_hparams(self) -> dict[str, float]: ...
+
+    def init(self, key: jax.Array, hparams: dict | None = None) -> RunState: ...
+
+    def run_updates(self, state: RunState, start: int | jax.Array, num: int) -> tuple[RunState, dict]: ...
+
+    def train(self, key: jax.Array, hparams: dict | None = None) -> tuple[RunState, dict]: ...
+
+    def metric_names(self) -> list[str]: ...
+
+    def config_dict(self) -> dict: ...
+
+
+# ---------------------------------------------------------------------------------------------------------
+# units
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    """Static description of one unit: its network, how to build its optimizer from the hyperparameters,
+    its metric tag and whether it keeps a target network."""
+
+    name: str
+    network: Network
+    make_tx: Callable[[dict], optax.GradientTransformation]
+    ctx: Context
+    tag: str = ""  # metric tag: plasticity/<tag>/... ('' for PPO's single unit)
+    target: bool = False
+
+
+def make_unit_spec(name: str, network: Network, iv: Intervention, hp_defaults: dict, *, learning_rate: Callable,
+                   max_grad_norm: float | None, adam_eps: float, num_updates: int, steps_per_update: int,
+                   env_steps_per_update: int, tag: str = "", target: bool = False,
+                   clip: str = "global_norm") -> UnitSpec:
+    """A unit whose optimizer is the intervention chain around Adam (``build_optimizer``).
+    ``learning_rate(hp) -> schedule(count)`` so the learning rate can be a vmapped hyperparameter."""
+
+    def make_tx(hp):
+        return build_optimizer(iv, hp, learning_rate(hp), max_grad_norm, adam_eps, network, clip)
+
+    hp0 = {k: jnp.asarray(v, jnp.float32) for k, v in hp_defaults.items()}
+    ctx = Context(network, num_updates, steps_per_update, env_steps_per_update, make_tx(hp0), name)
+    return UnitSpec(name, network, make_tx, ctx, tag, target)
+
+
+def init_unit(spec: UnitSpec, iv: Intervention, key: jax.Array, hp: dict, k_iv: jax.Array | None = None) -> Unit:
+    """Fresh params (and target copy), optimizer state and intervention state for one unit."""
+    variables = spec.network.init(key)
+    params = variables.pop("params")
+    unit = Unit(params, dict(variables), spec.make_tx(hp).init(params), {}, hp,
+                target=params if spec.target else None)
+    if iv.init is not None:
+        unit = iv.init(spec.ctx, unit, key if k_iv is None else k_iv)
+    return unit
+
+
+def loss_with_interventions(spec: UnitSpec, iv: Intervention, loss_fn: Callable) -> Callable:
+    """``loss_fn(params, *args) -> (loss, aux)`` plus the interventions' loss terms (logged as
+    ``losses/intervention_loss`` in aux)."""
+    if iv.loss is None:
+        return loss_fn
+
+    def f(params, unit: Unit, *args):
+        loss, aux = loss_fn(params, unit, *args)
+        extra = iv.loss(spec.ctx, params, unit.istate, unit.hp)
+        return loss + extra, {**aux, "losses/intervention_loss": extra}
+
+    return f
+
+
+def apply_grads(spec: UnitSpec, iv: Intervention, unit: Unit, grads: dict, key: jax.Array) -> tuple[Unit, jax.Array]:
+    """One optimizer step of a unit: mask untrainable entries (before clipping and the norm metric), update,
+    then every ``after_step`` hook. Returns (unit, gradient norm over the trainable params, pre-clip)."""
+    if iv.trainable is not None:
+        mask = iv.trainable(spec.ctx, unit)
+        grads = jax.tree.map(lambda g, m: jnp.where(m, g, jnp.zeros_like(g)), grads, mask)
+    norm = global_norm(grads)
+    updates, opt_state = spec.make_tx(unit.hp).update(grads, unit.opt_state, unit.params)
+    unit = unit.replace(params=optax.apply_updates(unit.params, updates), opt_state=opt_state)
+    if iv.after_step is not None:
+        unit = iv.after_step(spec.ctx, unit, key)
+    return unit, norm
+
+
+def unit_activations(spec: UnitSpec, unit: Unit, inputs: tuple, due: jax.Array) -> dict:
+    """Hidden activations of a unit on ``inputs`` when ``due`` (zeros otherwise): one forward pass per update,
+    shared by the interventions that read activations and by the plasticity metrics."""
+    def compute(_):
+        return spec.network.apply_with_activations(unit.params, unit.net_state, *inputs)[1]
+
+    shapes = jax.eval_shape(compute, None)
+    return jax.lax.cond(due, compute, lambda _: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), None)
+
+
+def after_update(spec: UnitSpec, iv: Intervention, unit: Unit, key: jax.Array, update_idx: jax.Array,
+                 acts: dict) -> Unit:
+    """The per-update intervention event for one unit."""
+    if iv.after_update is None:
+        return unit
+    return iv.after_update(spec.ctx, unit, key, update_idx, acts)
+
+
+def metrics_due(metrics: MetricsConfig, update_idx: jax.Array) -> jax.Array:
+    return every(metrics.every, update_idx)
+
+
+def unit_heavy_metrics(spec: UnitSpec, metrics: MetricsConfig, acts: dict, due: jax.Array,
+                       features: bool = True) -> dict:
+    """Dormant ratio and feature metrics of a unit on the shared activations (NaN when not due)."""
+    names = [k for k in heavy_metric_names(spec.network, spec.tag)
+             if features or k.endswith("dormant_ratio")]
+    nan = {k: jnp.full((), jnp.nan, jnp.float32) for k in names}
+    if metrics.every <= 0:
+        return nan
+    return jax.lax.cond(due, lambda a: activation_metrics(spec.network, a, metrics, spec.tag, features),
+                        lambda _: nan, acts)
+
+
+def unit_weight_metrics(spec: UnitSpec, unit: Unit, ref_params: dict) -> dict:
+    return weight_metrics(spec.network, unit.params, unit.net_state, ref_params, spec.tag)
+
+
+def gradient_norm_key(spec: UnitSpec) -> str:
+    return metric_prefix(spec.tag) + "gradient_norm"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# hyperparameters and schedules
+# ---------------------------------------------------------------------------------------------------------
+
+
+def resolve_hparams(defaults: dict[str, float], overrides: dict | None) -> dict:
+    """float32 hyperparameters: the defaults with ``overrides`` applied (unknown keys refused)."""
+    hp = {k: jnp.asarray(v, jnp.float32) for k, v in defaults.items()}
+    for k, v in (overrides or {}).items():
+        if k not in hp:
+            raise ConfigError(f"unknown hyperparameter '{k}'; vmappable ones: {', '.join(sorted(hp))}")
+        hp[k] = jnp.asarray(v, jnp.float32)
+    return hp
+
+
+def all_hparams(learner_hp: dict[str, float], iv: Intervention) -> dict[str, float]:
+    return {**learner_hp, **default_hparams(iv)}
+
+
+def schedule_warnings(iv: Intervention, metrics: MetricsConfig, num_updates: int) -> tuple[str, ...]:
+    """One line per scheduled intervention or metric that can never fire within ``num_updates`` updates."""
+    out = []
+    for flag, period in iv.schedules:
+        if period > num_updates:
+            out.append(f"{flag} {period} never fires in this run of {num_updates} updates; lower it to at most "
+                       f"{num_updates}")
+    if 0 < num_updates < metrics.every:
+        out.append(f"--metrics.every {metrics.every} never computes the heavy plasticity metrics in this run of "
+                   f"{num_updates} updates; lower it to at most {num_updates}")
+    return tuple(out)
+
+
+def emit_warnings(lines: tuple[str, ...]) -> None:
+    for line in lines:
+        warnings.warn(line, UserWarning, stacklevel=3)
+
+
+def episode_stats(ep_done: jax.Array, ep_return: jax.Array, ep_length: jax.Array) -> dict:
+    """Mean return and length of the episodes that finished in a batch of steps (NaN when none did)."""
+    n = ep_done.sum()
+    mean = lambda x: jnp.where(n > 0, (x * ep_done).sum() / jnp.maximum(n, 1), jnp.nan)
+    return {"charts/episodes": n.astype(jnp.float32), "charts/episodic_return": mean(ep_return),
+            "charts/episodic_length": mean(ep_length)}
+
