@@ -170,3 +170,13 @@ def test_epsilon_greedy():
     frac_greedy = np.mean(act == greedy)
     assert abs(frac_greedy - (1 - eps + eps / a)) < 0.02
     assert not np.array_equal(np.asarray(f(jax.random.key(1), q, eps)), act)  # the key matters
+
+
+def test_epsilon_greedy_action_distribution():
+    """P(a = k) = (1 - eps) [k = greedy] + eps / A: the coin and the random action are independent draws."""
+    n, a, eps = 40_000, 4, 0.5
+    q = jnp.zeros((n, a)).at[:, 2].set(1.0)  # greedy action 2 everywhere
+    act = np.asarray(jax.jit(epsilon_greedy)(jax.random.key(3), q, eps))
+    expected = np.full(a, eps / a)
+    expected[2] += 1 - eps
+    np.testing.assert_allclose(np.bincount(act, minlength=a) / n, expected, atol=0.01)

@@ -70,6 +70,7 @@ def c51_loss(logits_taken: jax.Array, target_pmf: jax.Array) -> jax.Array:
         logits_taken: [B, K] online logits of the actions in the batch.
         target_pmf: [B, K] from ``categorical_projection``.
     """
+    target_pmf = jax.lax.stop_gradient(target_pmf)
     pmf = jax.nn.softmax(logits_taken, axis=-1)
     log_pmf = jnp.log(jnp.clip(pmf, PMF_CLAMP, 1.0 - PMF_CLAMP))
     return jnp.mean(-jnp.sum(target_pmf * log_pmf, axis=-1))

@@ -70,12 +70,12 @@ class UnitSpec:
 def make_unit_spec(name: str, network: Network, iv: Intervention, hp_defaults: dict, *, learning_rate: Callable,
                    max_grad_norm: float | None, adam_eps: float, num_updates: int, steps_per_update: int,
                    env_steps_per_update: int, tag: str = "", target: bool = False,
-                   clip: str = "global_norm") -> UnitSpec:
+                   clip: str = "global_norm", optimizer: str = "adam") -> UnitSpec:
     """A unit whose optimizer is the intervention chain around Adam (``build_optimizer``).
     ``learning_rate(hp) -> schedule(count)`` so the learning rate can be a vmapped hyperparameter."""
 
     def make_tx(hp):
-        return build_optimizer(iv, hp, learning_rate(hp), max_grad_norm, adam_eps, network, clip)
+        return build_optimizer(iv, hp, learning_rate(hp), max_grad_norm, adam_eps, network, clip, optimizer)
 
     hp0 = {k: jnp.asarray(v, jnp.float32) for k, v in hp_defaults.items()}
     ctx = Context(network, num_updates, steps_per_update, env_steps_per_update, make_tx(hp0), name)

@@ -52,3 +52,15 @@ PRESETS: dict[str, PPOConfig] = {
                          num_minibatches=8, gamma=0.99, gae_lambda=0.8, ent_coef=0.01, max_grad_norm=1.0,
                          net=NetConfig(torso="mlp", widths=(512, 512, 512), activation="tanh", shared=False)),
 }
+
+
+def default_preset(env_id: str) -> str:
+    """The preset a new user meets for an env id."""
+    name = env_id.split(":", 1)[-1].lower()
+    if env_id.startswith("craftax:"):
+        return "craftax"
+    if "minatar" in name:
+        return "minatar"
+    if any(k in name for k in ("pendulum", "continuous", "brax", "walker", "cheetah")):
+        return "continuous"
+    return "cartpole"

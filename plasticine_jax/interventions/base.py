@@ -213,11 +213,13 @@ def build_optimizer(
     adam_eps: float,
     network: Network,
     clip: str = "global_norm",
+    optimizer: str = "adam",
 ) -> optax.GradientTransformation:
     """clip -> grad transforms -> [wrapped] base optimizer -> post transforms, as a ``named_chain``.
 
     ``clip``: ``global_norm`` (torch's clip_grad_norm_ over the unit's params) or ``elementwise``
-    (``optax.clip``, rejax's choice); ``max_grad_norm`` None or <= 0 disables clipping."""
+    (``optax.clip``, rejax's choice); ``max_grad_norm`` None or <= 0 disables clipping. ``optimizer``:
+    ``adam`` or ``radam`` (PQN; torch's RAdam = optax's, threshold 5) with epsilon ``adam_eps``."""
     parts: list[tuple[str, optax.GradientTransformation]] = []
     if max_grad_norm is not None and max_grad_norm > 0:
         if clip == "global_norm":
@@ -230,8 +232,12 @@ def build_optimizer(
         parts.append(("grad", iv.grad_transform(hp)))
     if iv.base_optimizer is not None:
         base = iv.base_optimizer(learning_rate, hp)
-    else:
+    elif optimizer == "adam":
         base = optax.chain(optax.scale_by_adam(eps=adam_eps), optax.scale_by_learning_rate(learning_rate))
+    elif optimizer == "radam":
+        base = optax.chain(optax.scale_by_radam(eps=adam_eps), optax.scale_by_learning_rate(learning_rate))
+    else:
+        raise ConfigError(f"unknown optimizer '{optimizer}'; use adam or radam")
     if iv.wrap_base is not None:
         base = iv.wrap_base(base, hp)
     parts.append(("base", base))

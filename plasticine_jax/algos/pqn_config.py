@@ -1,0 +1,54 @@
+"""PQN hyperparameters (frozen dataclass) and presets. Defaults = the reference's Atari PQN (§1.3: CleanRL's
+pqn_atari_envpool without its LayerNorms; LayerNorm is the ``ln`` intervention)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from plasticine_jax.nets import NetConfig
+
+
+@dataclass(frozen=True)
+class PQNConfig:
+    """Parallel Q-learning: Q(lambda) targets on on-policy rollouts, epsilon-greedy, no target network."""
+
+    num_envs: int = 8
+    num_steps: int = 128
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    learning_rate: float = 2.5e-4
+    anneal_lr: bool = True  # linear to 0 over the run (reference)
+    optimizer: str = "radam"  # radam (reference, torch RAdam) | adam
+    adam_eps: float = 1e-8
+    max_grad_norm: float = 10.0
+    gamma: float = 0.99
+    q_lambda: float = 0.65
+    eps_start: float = 1.0
+    eps_end: float = 0.01
+    eps_fraction: float = 0.1  # fraction of total_timesteps over which epsilon decays linearly
+    net: NetConfig = field(default_factory=lambda: NetConfig(
+        torso="nature_cnn", widths=(512,), activation="relu", shared=True, value_gain=math.sqrt(2.0)))
+
+
+PRESETS: dict[str, PQNConfig] = {
+    "atari": PQNConfig(),
+    # purejaxql's pqn_cartpole settings (vector obs -> MLP), without its LayerNorm (the ln intervention adds it)
+    "cartpole": PQNConfig(num_envs=32, num_steps=64, update_epochs=4, num_minibatches=16, learning_rate=1e-4,
+                          q_lambda=0.95, eps_end=0.05, eps_fraction=0.2,
+                          net=NetConfig(torso="mlp", widths=(128, 128), activation="relu", shared=True,
+                                        value_gain=math.sqrt(2.0))),
+    "minatar": PQNConfig(num_envs=128, num_steps=32, update_epochs=2, num_minibatches=32, learning_rate=1e-4,
+                         q_lambda=0.65, eps_end=0.01, eps_fraction=0.1,
+                         net=NetConfig(torso="mlp", widths=(256, 256), activation="relu", shared=True,
+                                       value_gain=math.sqrt(2.0))),
+}
+
+
+def default_preset(env_id: str) -> str:
+    name = env_id.split(":", 1)[-1].lower()
+    if "minatar" in name:
+        return "minatar"
+    if env_id.startswith(("envpool:", "atari:")):
+        return "atari"
+    return "cartpole"

@@ -1,0 +1,43 @@
+"""SAC hyperparameters (frozen dataclass) and presets: CleanRL's sac_continuous_action (beyond the
+reference; the workhorse of BRO/SimBa-style plasticity work)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from plasticine_jax.nets import NetConfig
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    """Twin critics with Polyak targets, tanh-Gaussian actor, learned temperature, replay in the carry."""
+
+    num_envs: int = 1
+    steps_per_update: int = 100  # env steps (per env) per update, each followed by one critic step
+    actor_lr: float = 3e-4
+    critic_lr: float = 1e-3
+    alpha_lr: float = 1e-3
+    adam_eps: float = 1e-8
+    buffer_size: int = 1_000_000
+    gamma: float = 0.99
+    tau: float = 0.005
+    batch_size: int = 256
+    learning_starts: int = 5_000
+    policy_frequency: int = 2  # critic steps per (delayed, repeated) actor step, as CleanRL
+    alpha: float = 0.2  # initial temperature (fixed when autotune is False)
+    autotune: bool = True  # learn alpha towards target entropy -|A|
+    bootstrap_truncation: bool = True
+    max_grad_norm: float = 0.0
+    metric_batch: int = 1000
+    net: NetConfig = field(default_factory=lambda: NetConfig(
+        torso="mlp", widths=(256, 256), activation="relu", init="torch", head_init="torch"))
+
+
+PRESETS: dict[str, SACConfig] = {
+    "dmc": SACConfig(),
+    "pendulum": SACConfig(steps_per_update=50, buffer_size=100_000, learning_starts=1_000, metric_batch=256),
+}
+
+
+def default_preset(env_id: str) -> str:
+    return "dmc" if env_id.startswith(("dmc:", "envpool:", "brax:", "playground:")) else "pendulum"

@@ -1,0 +1,44 @@
+"""TD3 hyperparameters (frozen dataclass) and presets. Defaults = the reference's DMC TD3 (§1.4: CleanRL's
+td3_continuous_action, PyTorch default init, separate Adams, no clipping)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from plasticine_jax.nets import NetConfig
+
+
+@dataclass(frozen=True)
+class TD3Config:
+    """Twin critics, target policy smoothing, delayed actor updates, Polyak targets, replay in the carry."""
+
+    num_envs: int = 1
+    steps_per_update: int = 100  # env steps (per env) per update, each followed by one critic step
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    adam_eps: float = 1e-8
+    buffer_size: int = 1_000_000
+    gamma: float = 0.99
+    tau: float = 0.005
+    batch_size: int = 256
+    policy_noise: float = 0.2
+    noise_clip: float = 0.5
+    exploration_noise: float = 0.1
+    learning_starts: int = 25_000  # env steps of uniform random actions before training
+    policy_frequency: int = 2  # critic steps per actor step (and target update)
+    bootstrap_truncation: bool = True  # truncation is not termination: targets bootstrap through it
+    max_grad_norm: float = 0.0  # 0 = no clipping (reference)
+    metric_batch: int = 1000  # replay samples for the plasticity metrics (reference: 1000)
+    net: NetConfig = field(default_factory=lambda: NetConfig(
+        torso="mlp", widths=(256, 256), activation="relu", init="torch", head_init="torch"))
+
+
+PRESETS: dict[str, TD3Config] = {
+    "dmc": TD3Config(),
+    # CPU-sized Pendulum-v1: same algorithm, shorter warm-up and buffer
+    "pendulum": TD3Config(steps_per_update=50, buffer_size=100_000, learning_starts=1_000, metric_batch=256),
+}
+
+
+def default_preset(env_id: str) -> str:
+    return "dmc" if env_id.startswith(("dmc:", "envpool:", "brax:", "playground:")) else "pendulum"
