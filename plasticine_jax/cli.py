@@ -13,9 +13,10 @@ USAGE = """usage: python -m plasticine_jax {train,bench} [options]
 
 def _print_summary(result, cfg) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{cfg.run.algo} on {cfg.run.env} [{'+'.join(cfg.interventions) or 'vanilla'}]")
+    table = Table(title=escape(f"{cfg.run.algo} on {cfg.run.env} [{'+'.join(cfg.interventions) or 'vanilla'}]"))
     sweep_keys = sorted({k for p in result.sweep for k in p})
     for col in ["seed", *sweep_keys, "final return", "max return"]:
         table.add_column(col, justify="right")

@@ -1,9 +1,10 @@
 """Command-line configuration (tyro) and its resolution into validated, frozen run configs.
 
-``TrainArgs`` is built from the dataclasses it exposes (PPO and network overrides, metric options, and
-one option group per intervention named by its reference alias, e.g. ``--snp.coef``), so ``--help``
-always lists every option with its default. ``resolve_run`` applies a preset, the overrides and the
-intervention list, and raises ``ConfigError`` with one clear line on any bad value.
+``TrainArgs`` is built from the dataclasses it exposes (one override group per learner, ``--ppo.*``,
+``--pqn.*``, ``--td3.*``, ``--sac.*``, ``--c51.*``; network overrides; metric options; one option group
+per intervention named by its reference alias, e.g. ``--snp.coef``), so ``--help`` always lists every
+option with its default. ``resolve_run`` applies the learner's preset, the overrides and the intervention
+list, and raises ``ConfigError`` with one clear line on any bad value.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from typing import Annotated, Any
 
 import tyro
 
-from plasticine_jax.algos.ppo_config import PRESETS, PPOConfig
+from plasticine_jax.algos import registry
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions.registry import REGISTRY, canonical, options_class, parse_list
 from plasticine_jax.metrics.config import MetricsConfig
 from plasticine_jax.nets import NetConfig
 
-ALGOS = ("ppo",)
+ALGOS = tuple(registry.ALGOS)
 
 
 def _overrides_class(name: str, base: type, skip: tuple[str, ...] = ()) -> type:
@@ -33,12 +34,13 @@ def _overrides_class(name: str, base: type, skip: tuple[str, ...] = ()) -> type:
         if f.name in skip:
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_ = f"(preset value if unset; PPO default {default!r})"
+        help_ = f"(preset value if unset; default {default!r})"
         specs.append((f.name, Annotated[hints[f.name] | None, tyro.conf.arg(help=help_)], field(default=None)))
     return make_dataclass(name, specs, frozen=True)
 
 
-PPOOverrides = _overrides_class("PPOOverrides", PPOConfig, skip=("net",))
+ALGO_OVERRIDES = {a: _overrides_class(f"{a.upper()}Overrides", registry.config_class(a), skip=("net",))
+                  for a in ALGOS}
 NetOverrides = _overrides_class("NetOverrides", NetConfig, skip=("injection",))
 
 
@@ -46,9 +48,10 @@ NetOverrides = _overrides_class("NetOverrides", NetConfig, skip=("injection",))
 class RunOptions:
     """What to train and where to write it."""
 
-    algo: str = "ppo"  # learner: ppo
+    algo: str = "ppo"  # learner: ppo | pqn | td3 | sac | c51
     env: str = "gymnax:CartPole-v1"  # backend:id, e.g. gymnax:Breakout-MinAtar, craftax:Craftax-Classic-Symbolic-v1
-    preset: str | None = None  # cartpole | minatar | continuous | procgen | craftax (default: chosen by env)
+    preset: str | None = None  # the learner's presets (e.g. ppo: cartpole|minatar|continuous|procgen|craftax;
+    # pqn/c51: cartpole|minatar|atari; td3/sac: pendulum|dmc); default: chosen by env
     num_seeds: int = 4  # independent seeds, vmapped in one compile
     seed: int = 0  # first seed; seeds are seed, seed+1, ...
     total_timesteps: int = 500_000  # env steps per seed
@@ -69,7 +72,7 @@ class RunOptions:
 def _build_train_args() -> type:
     specs: list[tuple[str, Any, Any]] = [
         ("run", Annotated[RunOptions, tyro.conf.arg(name="")], field(default_factory=RunOptions)),
-        ("ppo", PPOOverrides, field(default_factory=PPOOverrides)),
+        *[(a, cls, field(default_factory=cls)) for a, cls in ALGO_OVERRIDES.items()],
         ("net", NetOverrides, field(default_factory=NetOverrides)),
         ("metrics", MetricsConfig, field(default_factory=MetricsConfig)),
     ]
@@ -87,22 +90,11 @@ class RunConfig:
     """Everything a run needs, resolved and validated (written to config.json)."""
 
     run: RunOptions
-    ppo: PPOConfig
+    algo_cfg: Any  # the learner's resolved config (PPOConfig, PQNConfig, ...)
     metrics: MetricsConfig
     interventions: tuple[str, ...]
     intervention_options: dict[str, Any]
     sweep: tuple[dict[str, float], ...]  # one hparam override dict per grid point ({} when no sweep)
-
-
-def default_preset(env: str) -> str:
-    name = env.split(":", 1)[-1].lower()
-    if env.startswith("craftax:"):
-        return "craftax"
-    if "minatar" in name:
-        return "minatar"
-    if any(k in name for k in ("pendulum", "continuous", "brax", "walker", "cheetah")):
-        return "continuous"
-    return "cartpole"
 
 
 def _apply_overrides(base: Any, overrides: Any) -> Any:
@@ -143,37 +135,62 @@ def _canonical_hparam(key: str, valid: dict[str, float]) -> str:
 def resolve_run(args: Any) -> RunConfig:
     """Validate CLI args and produce a RunConfig (raises ConfigError with one clear line)."""
     run: RunOptions = args.run
-    if run.algo not in ALGOS:
-        raise ConfigError(f"unknown algorithm '{run.algo}'; available: {', '.join(ALGOS)}")
+    algo = registry.check_algo(run.algo)
     from plasticine_jax.envs.registry import parse_env_id
 
     parse_env_id(run.env)
-    preset = run.preset or default_preset(run.env)
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset '{preset}'; available: {', '.join(PRESETS)}")
-    ppo = _apply_overrides(PRESETS[preset], args.ppo)
-    ppo = replace(ppo, net=_apply_overrides(ppo.net, args.net))
-    _validate_ppo(ppo)
+    for other in ALGOS:
+        given = [f.name for f in fields(getattr(args, other)) if getattr(getattr(args, other), f.name) is not None]
+        if other != algo and given:
+            flag = f"--{other}.{given[0].replace('_', '-')}"
+            raise ConfigError(f"{flag} applies to --algo {other}, not --algo {algo}; use --{algo}.* options")
+    cm = registry.config_module(algo)
+    preset = run.preset or cm.default_preset(run.env)
+    if preset not in cm.PRESETS:
+        raise ConfigError(f"unknown {algo} preset '{preset}'; available: {', '.join(cm.PRESETS)}")
+    cfg = _apply_overrides(cm.PRESETS[preset], getattr(args, algo))
+    cfg = replace(cfg, net=_apply_overrides(cfg.net, args.net))
+    validate_net(cfg.net)
+    cm.validate(cfg)
     if run.num_seeds < 1:
         raise ConfigError(f"--num-seeds must be >= 1 (got {run.num_seeds})")
     if run.total_timesteps < 1:
         raise ConfigError(f"--total-timesteps must be positive (got {run.total_timesteps})")
-    if args.metrics.dormant_formula not in ("redo", "june"):
-        raise ConfigError(f"--metrics.dormant-formula must be redo or june (got {args.metrics.dormant_formula})")
+    validate_metrics(args.metrics)
     names = parse_list(run.interventions)
     opts = {n: getattr(args, REGISTRY[n][0]) for n in names}
-    return RunConfig(run, ppo, args.metrics, tuple(names), opts, ())
+    return RunConfig(run, cfg, args.metrics, tuple(names), opts, ())
 
 
-def _validate_ppo(ppo: PPOConfig) -> None:
-    positive = ("num_envs", "num_steps", "update_epochs", "num_minibatches")
-    for k in positive:
-        if getattr(ppo, k) < 1:
-            raise ConfigError(f"--ppo.{k.replace('_', '-')} must be >= 1 (got {getattr(ppo, k)})")
-    if not ppo.learning_rate > 0:
-        raise ConfigError(f"--ppo.learning-rate must be > 0 (got {ppo.learning_rate})")
-    if not 0 < ppo.gamma <= 1 or not 0 <= ppo.gae_lambda <= 1:
-        raise ConfigError("--ppo.gamma must be in (0, 1] and --ppo.gae-lambda in [0, 1]")
-    if (ppo.num_envs * ppo.num_steps) % ppo.num_minibatches:
-        raise ConfigError(f"num_envs*num_steps={ppo.num_envs * ppo.num_steps} must be divisible by "
-                          f"num_minibatches={ppo.num_minibatches}")
+def validate_metrics(m: MetricsConfig) -> None:
+    if m.every < 0:
+        raise ConfigError(f"--metrics.every must be >= 0 updates (0 = off) (got {m.every})")
+    if not 0.0 <= m.tau < 1.0:
+        raise ConfigError(f"--metrics.tau must be in [0, 1) (got {m.tau})")
+    if m.dormant_formula not in ("redo", "june"):
+        raise ConfigError(f"--metrics.dormant-formula must be redo or june (got {m.dormant_formula})")
+    if m.feature_variance_across not in ("features", "batch"):
+        raise ConfigError(f"--metrics.feature-variance-across must be features or batch "
+                          f"(got {m.feature_variance_across})")
+    if m.cadence not in ("update", "minibatch"):
+        raise ConfigError(f"--metrics.cadence must be update or minibatch (got {m.cadence})")
+
+
+def validate_net(n: NetConfig) -> None:
+    from plasticine_jax.nets.activations import _ACTIVATIONS
+    from plasticine_jax.nets.torsos import TORSOS
+
+    if n.torso not in TORSOS:
+        raise ConfigError(f"--net.torso must be one of {', '.join(TORSOS)} (got {n.torso})")
+    if not n.widths or any(w < 1 for w in n.widths):
+        raise ConfigError(f"--net.widths needs one or more positive layer widths, e.g. --net.widths 64 64 "
+                          f"(got {n.widths})")
+    if n.activation not in _ACTIVATIONS:
+        raise ConfigError(f"--net.activation must be one of {', '.join(_ACTIVATIONS)} (got {n.activation})")
+    for k in ("init", "head_init"):
+        if getattr(n, k) not in ("orthogonal", "torch"):
+            raise ConfigError(f"--net.{k.replace('_', '-')} must be orthogonal or torch (got {getattr(n, k)})")
+    if n.ln_eps <= 0:
+        raise ConfigError(f"--net.ln-eps must be > 0 (got {n.ln_eps})")
+    if any(c < 1 for c in n.channels):
+        raise ConfigError(f"--net.channels must be positive (got {n.channels})")

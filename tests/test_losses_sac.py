@@ -104,9 +104,7 @@ def test_sac_critic_target():
     ref = r + gamma * (1 - d) * (np.minimum(q1, q2) - alpha * lp)
     np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-5, atol=1e-6)
     f = lambda a, b, c, al: sac_critic_target(a, b, c, jnp.asarray(r), d, gamma, al).sum()
-    grads = jax.grad(f, argnums=(0, 1, 2, 3))(
-        jnp.asarray(q1), jnp.asarray(q2), jnp.asarray(lp), jnp.float32(alpha)
-    )
+    grads = jax.grad(f, argnums=(0, 1, 2, 3))(jnp.asarray(q1), jnp.asarray(q2), jnp.asarray(lp), jnp.float32(alpha))
     assert all(np.all(np.asarray(g) == 0.0) for g in grads)
 
 
@@ -151,5 +149,7 @@ def test_log_std_bounds():
     raw = np.array([-50.0, -1.0, 0.0, 0.7, 50.0], np.float32)
     ref = -5.0 + 0.5 * (2.0 - -5.0) * (np.tanh(raw.astype(np.float64)) + 1)
     np.testing.assert_allclose(np.asarray(log_std_bounds(jnp.asarray(raw))), ref, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(log_std_bounds(jnp.asarray(raw))[np.array([0, 2, 4])]), [-5.0, -1.5, 2.0], atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(log_std_bounds(jnp.asarray(raw))[np.array([0, 2, 4])]), [-5.0, -1.5, 2.0], atol=1e-6
+    )
     np.testing.assert_allclose(float(log_std_bounds(jnp.float32(0.0), min=-20.0, max=2.0)), -9.0, atol=1e-6)

@@ -1,10 +1,12 @@
 """Chunked driver: compile ``run_updates`` once, run it chunk by chunk over vmapped seeds (x sweep points),
-and between chunks flush logs (progress bar, JSONL, W&B). The compiled function never calls the host."""
+and between chunks flush logs (progress bar, JSONL, W&B). The compiled function never calls the host.
+It talks to the ``Learner`` protocol (``algos.learner``), never to a particular algorithm."""
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from plasticine_jax.algos.ppo import Trainer, make_train
+from plasticine_jax.algos import registry
+from plasticine_jax.algos.learner import Learner
 from plasticine_jax.config import RunConfig, parse_sweep
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions.registry import resolve
@@ -34,9 +37,11 @@ class RunResult:
     env_steps: int
 
 
-def build_trainer(cfg: RunConfig) -> Trainer:
+def build_learner(cfg: RunConfig) -> Learner:
+    """The configured learner (``make_train`` of the algorithm's module), interventions composed."""
     ivs = resolve(list(cfg.interventions), cfg.intervention_options)
-    return make_train(cfg.ppo, cfg.run.env, cfg.run.total_timesteps, ivs, cfg.metrics)
+    module = registry.learner_module(cfg.run.algo)
+    return module.make_train(cfg.algo_cfg, cfg.run.env, cfg.run.total_timesteps, ivs, cfg.metrics)
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -47,20 +52,20 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def resolved_config_dict(cfg: RunConfig, trainer: Trainer, seeds: list[int], sweep: list[dict]) -> dict:
-    """The fully resolved configuration written to config.json."""
+def resolved_config_dict(cfg: RunConfig, learner: Learner, seeds: list[int], sweep: list[dict]) -> dict:
+    """The fully resolved configuration written to config.json (the learner's own section under its name)."""
     return to_jsonable({
         "run": asdict(cfg.run),
-        "ppo": asdict(cfg.ppo),
-        "net_after_interventions": asdict(trainer.ctx.network.cfg),
+        **learner.config_dict(),
         "metrics": asdict(cfg.metrics),
         "interventions": list(cfg.interventions),
         "intervention_options": {k: asdict(v) for k, v in cfg.intervention_options.items()},
-        "hparams": trainer.default_hparams(),
+        "hparams": learner.default_hparams(),
         "sweep": sweep,
         "seeds": seeds,
-        "num_updates": trainer.num_updates,
-        "env_steps_per_update": trainer.ctx.env_steps_per_update,
+        "num_updates": learner.num_updates,
+        "env_steps_per_update": learner.env_steps_per_update,
+        "warnings": list(learner.warnings),
         "jax_version": jax.__version__,
         "devices": [str(d) for d in jax.devices()],
     })
@@ -69,23 +74,25 @@ def resolved_config_dict(cfg: RunConfig, trainer: Trainer, seeds: list[int], swe
 def run(cfg: RunConfig) -> RunResult:
     """Train every (sweep point x seed) in one vmapped, chunk-compiled loop and write the outputs."""
     opts = cfg.run
-    trainer = build_trainer(cfg)
-    sweep = list(parse_sweep(opts.sweep, trainer.default_hparams()))
+    learner = build_learner(cfg)
+    for line in learner.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    sweep = list(parse_sweep(opts.sweep, learner.default_hparams()))
     seeds = [opts.seed + i for i in range(opts.num_seeds)]
     runs = [(s, p) for p in sweep for s in seeds]
     out = Path(opts.out)
     _prepare_out(out, opts.overwrite)
-    (out / "config.json").write_text(json.dumps(resolved_config_dict(cfg, trainer, seeds, sweep), indent=2))
+    (out / "config.json").write_text(json.dumps(resolved_config_dict(cfg, learner, seeds, sweep), indent=2))
 
     keys = jnp.stack([jax.random.PRNGKey(s) for s, _ in runs])
-    hp = {k: jnp.asarray([p.get(k, v) for _, p in runs], jnp.float32) for k, v in trainer.default_hparams().items()}
-    n_updates = trainer.num_updates
+    hp = {k: jnp.asarray([p.get(k, v) for _, p in runs], jnp.float32) for k, v in learner.default_hparams().items()}
+    n_updates = learner.num_updates
     every = opts.log_every or (cfg.metrics.every if cfg.metrics.every > 0 else 10)
     chunk = opts.chunk_updates or max(every, math.ceil(n_updates / 20 / every) * every)
     chunk = min(chunk, n_updates)
 
-    init = jax.jit(jax.vmap(trainer.init))
-    step = jax.jit(jax.vmap(trainer.run_updates, in_axes=(0, None, None)), static_argnums=2)
+    init = jax.jit(jax.vmap(learner.init))
+    step = jax.jit(jax.vmap(learner.run_updates, in_axes=(0, None, None)), static_argnums=2)
     t0 = time.time()
     carry = init(keys, hp)
     jax.block_until_ready(carry)
@@ -103,7 +110,7 @@ def run(cfg: RunConfig) -> RunResult:
     labels = [{"seed": s, **{k: v for k, v in p.items()}} for s, p in runs]
     jsonl = JsonlSink(out / "metrics.jsonl")
     wandb = None if opts.no_wandb else WandbSink(out, cfg, labels)
-    steps_per_update = trainer.ctx.env_steps_per_update
+    steps_per_update = learner.env_steps_per_update
     total_steps = n_updates * steps_per_update
     progress = Progress(total_steps * len(runs), enabled=opts.progress)
     rows: list[dict] = []
@@ -150,10 +157,13 @@ def run(cfg: RunConfig) -> RunResult:
 
 
 def _check_divergence(outs: dict, labels: list[dict]) -> None:
-    loss = outs["losses/value_loss"] + outs["losses/policy_loss"]
-    bad = [labels[r] for r in range(loss.shape[0]) if not np.isfinite(loss[r]).all()]
-    if bad:
-        raise FloatingPointError(f"non-finite loss in run(s) {bad}; lower the learning rate or check the env")
+    """Stop on a non-finite loss (any ``losses/*`` key) in any run."""
+    losses = [k for k in outs if k.startswith("losses/")]
+    for r in range(len(labels)):
+        bad = [k for k in losses if not np.isfinite(outs[k][r]).all()]
+        if bad:
+            raise FloatingPointError(f"non-finite {bad[0]} in run {labels[r]}; lower the learning rate or check "
+                                     f"the env")
 
 
 def _final_returns(rows: list[dict], labels: list[dict]) -> np.ndarray:

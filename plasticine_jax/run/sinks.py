@@ -53,7 +53,7 @@ class WandbSink:
             group = cfg.run.wandb_group or f"{cfg.run.env}__{'+'.join(cfg.interventions) or 'vanilla'}"
             self.run = wandb.init(
                 project=cfg.run.wandb_project, entity=cfg.run.wandb_entity, group=group, mode=mode,
-                dir=str(out), config={"run": asdict(cfg.run), "ppo": asdict(cfg.ppo),
+                dir=str(out), config={"run": asdict(cfg.run), cfg.run.algo: asdict(cfg.algo_cfg),
                                       "interventions": list(cfg.interventions)},
                 name=Path(cfg.run.out).name, reinit="create_new",
             )
