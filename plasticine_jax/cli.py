@@ -7,7 +7,8 @@ import sys
 USAGE = """usage: python -m plasticine_jax {train,bench} [options]
 
   train   train a learner over vmapped seeds (python -m plasticine_jax train --help)
-  bench   throughput / compile-time / memory benchmark (python -m plasticine_jax bench --help)
+  bench   throughput / compile-time / memory benchmark of every learner; runs the repository's
+          experiments/bench.py, so only from a clone (python -m plasticine_jax bench --help)
 """
 
 
@@ -68,9 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     cmd, rest = argv[0], argv[1:]
     if cmd == "train":
         return train_main(rest)
-    if cmd == "bench":
-        from plasticine_jax.bench import main as bench_main
+    if cmd == "bench":  # the benchmark is the repository's experiments/bench.py, not part of the package
+        import importlib.util
+        from pathlib import Path
 
-        return bench_main(rest)
+        import plasticine_jax
+
+        path = Path(plasticine_jax.__file__).resolve().parents[1] / "experiments" / "bench.py"
+        if not path.is_file():
+            print("error: the benchmark lives in the repository's experiments/bench.py; run it from a clone "
+                  "(python experiments/bench.py)", file=sys.stderr)
+            return 2
+        spec = importlib.util.spec_from_file_location("plasticine_bench", path)
+        bench = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = bench
+        spec.loader.exec_module(bench)
+        return bench.main(rest)
     print(f"error: unknown command '{cmd}'; use train or bench", file=sys.stderr)
     return 2

@@ -136,9 +136,9 @@ def resolve_run(args: Any) -> RunConfig:
     """Validate CLI args and produce a RunConfig (raises ConfigError with one clear line)."""
     run: RunOptions = args.run
     algo = registry.check_algo(run.algo)
-    from plasticine_jax.envs.registry import parse_env_id
+    from plasticine_jax.envs.registry import validate_env_id
 
-    parse_env_id(run.env)
+    validate_env_id(run.env)
     for other in ALGOS:
         given = [f.name for f in fields(getattr(args, other)) if getattr(getattr(args, other), f.name) is not None]
         if other != algo and given:
@@ -156,10 +156,15 @@ def resolve_run(args: Any) -> RunConfig:
         raise ConfigError(f"--num-seeds must be >= 1 (got {run.num_seeds})")
     if run.total_timesteps < 1:
         raise ConfigError(f"--total-timesteps must be positive (got {run.total_timesteps})")
-    validate_metrics(args.metrics)
+    metrics = args.metrics
+    preset_metrics = getattr(cm, "PRESET_METRICS", {}).get(preset, {})
+    defaults = MetricsConfig()
+    unset = {k: v for k, v in preset_metrics.items() if getattr(metrics, k) == getattr(defaults, k)}
+    metrics = replace(metrics, **unset)
+    validate_metrics(metrics)
     names = parse_list(run.interventions)
     opts = {n: getattr(args, REGISTRY[n][0]) for n in names}
-    return RunConfig(run, cfg, args.metrics, tuple(names), opts, ())
+    return RunConfig(run, cfg, metrics, tuple(names), opts, ())
 
 
 def validate_metrics(m: MetricsConfig) -> None:

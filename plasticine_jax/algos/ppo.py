@@ -23,7 +23,7 @@ from plasticine_jax.envs import Box, make_env
 from plasticine_jax.envs.normalize import wrap_env
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions.base import Intervention, apply_net_transforms, compose
-from plasticine_jax.metrics.collect import FEATURE_KEYS, feature_metrics, metric_prefix, torso_features
+from plasticine_jax.metrics.collect import feature_metrics, metric_prefix, torso_features
 from plasticine_jax.metrics.config import MetricsConfig
 from plasticine_jax.nets import make_network
 

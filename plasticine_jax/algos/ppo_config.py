@@ -43,16 +43,21 @@ PRESETS: dict[str, PPOConfig] = {
                             num_minibatches=32, gae_lambda=0.95, ent_coef=0.0, normalize_obs=True,
                             normalize_reward=True, net=NetConfig(torso="mlp", widths=(64, 64), activation="tanh")),
     # S/ppo_procgen_vanilla.py: IMPALA CNN shared trunk, torch-default init, Adam 5e-4 eps 1e-5, no anneal.
+    # The reference does not bootstrap truncated episodes (CleanRL's GAE treats every done alike).
     "procgen": PPOConfig(num_envs=64, num_steps=256, learning_rate=5e-4, anneal_lr=False, update_epochs=3,
                          num_minibatches=8, gamma=0.999, gae_lambda=0.95, ent_coef=0.01, max_grad_norm=0.5,
-                         normalize_reward=True,
+                         normalize_reward=True, bootstrap_truncation=False,
                          net=NetConfig(torso="impala_cnn", widths=(256,), activation="relu", shared=True,
                                        init="torch")),
     # O/ppo_craftax_vanilla.py: separate 3x512 tanh towers, orthogonal sqrt 2, lr 2e-4 annealed.
     "craftax": PPOConfig(num_envs=1024, num_steps=64, learning_rate=2e-4, anneal_lr=True, update_epochs=4,
                          num_minibatches=8, gamma=0.99, gae_lambda=0.8, ent_coef=0.01, max_grad_norm=1.0,
+                         bootstrap_truncation=False,
                          net=NetConfig(torso="mlp", widths=(512, 512, 512), activation="tanh", shared=False)),
 }
+
+# Metric options a preset changes unless the user sets them (O/ppo_craftax_*: dormant threshold 0.05, §4.2).
+PRESET_METRICS: dict[str, dict] = {"craftax": {"tau": 0.05}}
 
 
 def default_preset(env_id: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from plasticine_jax.errors import ConfigError
 from plasticine_jax.nets import NetConfig
 
 
@@ -27,6 +28,7 @@ class PQNConfig:
     eps_start: float = 1.0
     eps_end: float = 0.01
     eps_fraction: float = 0.1  # fraction of total_timesteps over which epsilon decays linearly
+    bootstrap_truncation: bool = True  # r += gamma * max_a Q(final_obs) on truncated steps (reference: done)
     net: NetConfig = field(default_factory=lambda: NetConfig(
         torso="nature_cnn", widths=(512,), activation="relu", shared=True, value_gain=math.sqrt(2.0)))
 
@@ -52,3 +54,33 @@ def default_preset(env_id: str) -> str:
     if env_id.startswith(("envpool:", "atari:")):
         return "atari"
     return "cartpole"
+
+
+def _flag(name: str) -> str:
+    return "--pqn." + name.replace("_", "-")
+
+
+def validate(cfg: PQNConfig) -> None:
+    """Raise ``ConfigError`` (one line naming the flag and its valid range) on any out-of-range field."""
+    for k in ("num_envs", "num_steps", "update_epochs", "num_minibatches"):
+        v = getattr(cfg, k)
+        if not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{_flag(k)} must be a positive integer (got {v!r})")
+    batch = cfg.num_envs * cfg.num_steps
+    if batch % cfg.num_minibatches:
+        raise ConfigError(f"{_flag('num_minibatches')} must divide num_envs*num_steps={batch} "
+                          f"(got {cfg.num_minibatches})")
+    if not cfg.learning_rate > 0:
+        raise ConfigError(f"{_flag('learning_rate')} must be > 0 (got {cfg.learning_rate})")
+    if cfg.optimizer not in ("radam", "adam"):
+        raise ConfigError(f"{_flag('optimizer')} must be radam or adam (got {cfg.optimizer!r})")
+    if not cfg.adam_eps > 0:
+        raise ConfigError(f"{_flag('adam_eps')} must be > 0 (got {cfg.adam_eps})")
+    if not cfg.max_grad_norm >= 0:
+        raise ConfigError(f"{_flag('max_grad_norm')} must be >= 0 (0 = no clipping) (got {cfg.max_grad_norm})")
+    if not 0 < cfg.gamma <= 1:
+        raise ConfigError(f"{_flag('gamma')} must be in (0, 1] (got {cfg.gamma})")
+    for k in ("q_lambda", "eps_start", "eps_end", "eps_fraction"):
+        v = getattr(cfg, k)
+        if not 0 <= v <= 1:
+            raise ConfigError(f"{_flag(k)} must be in [0, 1] (got {v})")

@@ -20,6 +20,25 @@ def parse_env_id(spec: str) -> tuple[str, str]:
     return backend, name
 
 
+def validate_env_id(spec: str) -> tuple[str, str]:
+    """Check the backend and the env id at config time (before anything is built or written)."""
+    backend, name = parse_env_id(spec)
+    if backend == "gymnax":
+        import gymnax
+
+        if name not in gymnax.registered_envs:
+            close = [e for e in gymnax.registered_envs if name.lower() in e.lower()]
+            hint = f" (did you mean {', '.join('gymnax:' + c for c in close[:3])}?)" if close else ""
+            raise ConfigError(f"unknown gymnax env '{name}'{hint}; see gymnax.registered_envs")
+    elif backend == "craftax":
+        from plasticine_jax.envs.craftax_env import SUPPORTED_IDS
+
+        if name not in SUPPORTED_IDS:
+            raise ConfigError(f"unknown craftax env '{name}'; choose one of "
+                              f"{', '.join('craftax:' + i for i in SUPPORTED_IDS)}")
+    return backend, name
+
+
 def make_backend(spec: str, num_envs: int, **kwargs: Any):
     """The raw backend VecEnv (no wrappers)."""
     backend, name = parse_env_id(spec)

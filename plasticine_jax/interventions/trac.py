@@ -6,8 +6,8 @@ reference passed TRAC's eps where Adam's was meant in some scripts (§3.11); her
 
 Composition with interventions that edit parameters outside the optimizer (SnP, ReDo, resets, injection,
 NaP): with an explicit x (official, keep) TRAC rebuilds theta_{t+1} = theta_ref + x * S from its own state,
-which would silently undo any such edit at the next step. ``follow_edits`` (default) re-anchors theta_ref on the current params
-before each step (theta_ref = theta_t - x_t * max(S_{t-1}, 0)); without edits that equals the stored
+which would silently undo any such edit at the next step. ``follow_edits`` (default) re-anchors theta_ref on
+the current params before each step (theta_ref = theta_t - x_t * max(S_{t-1}, 0)); without edits that equals the stored
 theta_ref up to float rounding, so the step is TRAC's, and with edits the step is added to the edited params."""
 
 from __future__ import annotations
