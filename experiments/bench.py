@@ -1,15 +1,19 @@
-"""``python -m plasticine_jax bench``: compile time, throughput and memory of the whole compiled learner.
+"""``python experiments/bench.py``: compile time, throughput and memory of the whole compiled learner.
 
-One run prints four tables (and writes every figure to ``--out`` as JSON):
+Lives in the repository, not in the package; ``python -m plasticine_jax bench ...`` runs this file's ``main``
+from a clone. Run it from the repository root. One run prints five tables (and writes every figure to ``--out``
+as JSON); ``--sections`` picks a subset:
 
 1. scaling: PPO on each env for 1, 4, 16, 64 vmapped seeds: compile time of
-   ``jax.jit(jax.vmap(trainer.train)).lower(keys).compile()``, env steps/s of the compiled call (total steps
+   ``jax.jit(jax.vmap(learner.train)).lower(keys).compile()``, env steps/s of the compiled call (total steps
    over all seeds / wall time, best of ``--repeats`` calls after compile, ``jax.block_until_ready``), XLA
    memory of the executable (``compiled.memory_analysis()``: temp + argument + output) and the process's
    max RSS so far (cumulative over the run, so only an upper bound for later rows);
 2. metrics overhead: steps/s with heavy plasticity metrics every ``--metrics-every`` updates vs off;
 3. intervention overhead: steps/s of each intervention alone vs vanilla (scheduled ones fire at least once);
-4. peer: rejax 0.1.3's PPO on the identical CartPole workload, run in its own venv (rejax needs gymnax 0.0.9)
+4. learners: every learner of the registry (ppo, pqn, td3, sac, c51) on its CPU preset env for 1, 4, 16
+   vmapped seeds, measured like the scaling table; a learner that is missing or fails is an error row;
+5. peer: rejax 0.1.3's PPO on the identical CartPole workload, run in its own venv (rejax needs gymnax 0.0.9)
    that is created on first use; ours is timed WITH plasticity metrics (and without, for reference).
 
 Every figure comes from a compiled function timed on its second and later calls (envs.md §6.12); the JAX
@@ -19,6 +23,7 @@ persistent compilation cache is switched off so compile times are real.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -31,32 +36,52 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from plasticine_jax.run.sinks import to_jsonable
+if importlib.util.find_spec("plasticine_jax") is None:  # a clone whose package is not installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CARTPOLE = "gymnax:CartPole-v1"
 BREAKOUT = "gymnax:Breakout-MinAtar"
+PENDULUM = "gymnax:Pendulum-v1"
 DEFAULT_TIMESTEPS = {CARTPOLE: 102_400, BREAKOUT: 51_200}  # 200 / 100 updates of 4 x 128 steps
 FALLBACK_TIMESTEPS = 51_200
 REJAX_PINS = ("rejax==0.1.3", "gymnax==0.0.9", "six")
-WORKER = Path(__file__).resolve().parents[1] / "experiments" / "bench_rejax_worker.py"
+WORKER = Path(__file__).resolve().parent / "bench_rejax_worker.py"
+SECTIONS = ("scaling", "metrics", "interventions", "learners", "peer")
+
+# learners table: each learner on its CPU preset env (preset = the config module's default_preset(env)), with
+# env steps per seed sized so the whole table takes a few minutes on 2 CPU cores (off-policy learners include
+# their learning_starts warm-up of random actions)
+LEARNER_ENVS = {"ppo": CARTPOLE, "pqn": CARTPOLE, "c51": CARTPOLE, "td3": PENDULUM, "sac": PENDULUM}
+LEARNER_TIMESTEPS = {"ppo": 51_200, "pqn": 65_536, "c51": 20_000, "td3": 1_500, "sac": 1_500}
+LEARNER_TIMESTEPS_QUICK = {"ppo": 8_192, "pqn": 8_192, "c51": 1_500, "td3": 1_100, "sac": 1_100}
 
 QUICK = dict(seeds="1,2", timesteps=8192, metrics_seeds="2", iv_seeds=2, iv_timesteps=8192,
-             interventions="l2,redo", peer_seeds="1")
+             interventions="l2,redo", peer_seeds="1", learner_seeds="1,2")
 FULL = dict(seeds="1,4,16,64", timesteps=None, metrics_seeds=None, iv_seeds=4, iv_timesteps=51_200,
-            interventions="all", peer_seeds=None)
+            interventions="all", peer_seeds=None, learner_seeds="1,4,16")
+
+
+def to_jsonable(x):
+    from plasticine_jax.run.sinks import to_jsonable as f
+
+    return f(x)
 
 
 # --------------------------------------------------------------------------------------------- arguments
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m plasticine_jax bench",
-        description="Benchmark the compiled PPO learner: scaling over vmapped seeds, metrics and intervention "
-                    "overhead, and rejax 0.1.3 (peer) on the identical CartPole workload.",
-        epilog="Full run: python -m plasticine_jax bench --out bench.json   (quick smoke run: --quick --no-peer)",
+        prog="python experiments/bench.py",
+        description="Benchmark the compiled learners: PPO scaling over vmapped seeds, metrics and intervention "
+                    "overhead, every registry learner at 1/4/16 seeds, and rejax 0.1.3 (peer) on the identical "
+                    "CartPole workload. Also runs as 'python -m plasticine_jax bench' from a clone.",
+        epilog="Full run: python experiments/bench.py --out bench.json   (quick smoke run: --quick --no-peer)",
     )
     p.add_argument("--quick", action="store_true",
                    help="tiny settings for tests/CI (options given explicitly still win): seeds 1,2; 8,192 steps per "
-                        "seed everywhere; metrics off at 2 seeds; interventions l2,redo at 2 seeds; peer 1 seed")
+                        "seed everywhere; metrics off at 2 seeds; interventions l2,redo at 2 seeds; learners at "
+                        "1,2 seeds with tiny budgets; peer 1 seed")
+    p.add_argument("--sections", default="all",
+                   help=f"comma list of sections to run, from {','.join(SECTIONS)} (default all)")
     p.add_argument("--envs", default=f"{CARTPOLE},{BREAKOUT}", help="comma list of env ids for the scaling table")
     p.add_argument("--seeds", default=None, help="comma list of vmapped seed counts (default 1,4,16,64)")
     p.add_argument("--timesteps", type=int, default=None,
@@ -74,7 +99,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--iv-seeds", type=int, default=None, help="vmapped seeds of the intervention table (default 4)")
     p.add_argument("--iv-timesteps", type=int, default=None,
                    help="env steps per seed of the intervention table (default 51,200 = 100 updates)")
-    p.add_argument("--no-peer", action="store_true", help="skip the rejax comparison")
+    p.add_argument("--learners", default="all",
+                   help="comma list of registry learners for the learners table, 'all' (default) or 'none'")
+    p.add_argument("--learner-seeds", default=None,
+                   help="comma list of vmapped seed counts for the learners table (default 1,4,16)")
+    p.add_argument("--learner-timesteps", type=int, default=None,
+                   help="env steps per seed for every learner in the learners table (default per learner: "
+                        + ", ".join(f"{k} {v:,}" for k, v in LEARNER_TIMESTEPS.items()) + ")")
+    p.add_argument("--no-peer", action="store_true", help="skip the rejax comparison (same as leaving out 'peer')")
     p.add_argument("--peer-venv", default=None,
                    help="venv for rejax (created on first use; default ~/.cache/plasticine-jax/rejax-venv)")
     p.add_argument("--peer-seeds", default=None, help="seed counts for rejax (default: --seeds)")
@@ -99,6 +131,15 @@ def _resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         if getattr(args, k) is None:
             setattr(args, k, v)
     args.seeds = _ints(args.seeds)
+    args.learner_seeds = _ints(args.learner_seeds)
+    spec = args.sections.strip().lower()
+    args.sections = list(SECTIONS) if spec == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    bad = [s for s in args.sections if s not in SECTIONS]
+    if bad or not args.sections:
+        raise ValueError(f"unknown section '{bad[0] if bad else spec}'; available: {', '.join(SECTIONS)} or all")
+    if args.no_peer and "peer" in args.sections:
+        args.sections.remove("peer")
+    args.no_peer = "peer" not in args.sections
     args.metrics_seeds = _ints(args.metrics_seeds) if args.metrics_seeds else list(args.seeds)
     args.peer_seeds = _ints(args.peer_seeds) if args.peer_seeds else list(args.seeds)
     args.envs = [e.strip() for e in args.envs.split(",") if e.strip()]
@@ -111,14 +152,28 @@ def _resolve_args(args: argparse.Namespace) -> argparse.Namespace:
             [canonical(s) for s in spec.split(",") if s.strip()]
     except ConfigError as e:
         raise ValueError(str(e)) from None
-    for n in (args.repeats, args.iv_seeds, args.iv_timesteps, args.peer_timeout):
+    from plasticine_jax.algos.registry import ALGOS
+
+    spec = args.learners.strip().lower()
+    args.learners = list(ALGOS) if spec == "all" else [] if spec in ("", "none") else \
+        [s.strip() for s in spec.split(",") if s.strip()]
+    bad = [s for s in args.learners if s not in ALGOS]
+    if bad:
+        raise ValueError(f"unknown learner '{bad[0]}'; available: {', '.join(ALGOS)}")
+    for n in (args.repeats, args.iv_seeds, args.iv_timesteps, args.peer_timeout, args.learner_timesteps or 1):
         if n < 1:
-            raise ValueError("--repeats, --iv-seeds, --iv-timesteps and --peer-timeout must be positive")
+            raise ValueError("--repeats, --iv-seeds, --iv-timesteps, --learner-timesteps and --peer-timeout must be "
+                             "positive")
     return args
 
 
 def _timesteps(args, env: str) -> int:
     return args.timesteps or DEFAULT_TIMESTEPS.get(env, FALLBACK_TIMESTEPS)
+
+
+def _learner_timesteps(args, algo: str) -> int:
+    budgets = LEARNER_TIMESTEPS_QUICK if args.quick else LEARNER_TIMESTEPS
+    return args.learner_timesteps or budgets.get(algo, FALLBACK_TIMESTEPS)
 
 
 # --------------------------------------------------------------------------------------------- machine
@@ -164,21 +219,22 @@ def _memory(compiled) -> dict:
     return mem
 
 
-def _eval_return(trainer, runner, max_seeds: int = 4, rollouts: int = 32) -> float:
-    """Mean return of episodes completed by the FINAL policy (sampled actions) over ``rollouts`` more rollouts
-    of the first ``max_seeds`` seeds, untimed: the like-for-like check against rejax's final evaluation."""
+def _eval_return(ppo, state, max_seeds: int = 4, rollouts: int = 32) -> float:
+    """Mean return of episodes completed by PPO's FINAL policy (sampled actions) over ``rollouts`` more rollouts
+    of the first ``max_seeds`` seeds (``state``: the vmapped ``RunState`` carry), untimed: the like-for-like
+    check against rejax's final evaluation."""
     import jax
     import numpy as np
 
-    def one(r):
-        def body(r, _):
-            traj, env_state, obs, key = trainer._rollout(r)
-            return r.replace(env_state=env_state, obs=obs, key=key), (traj.ep_done, traj.ep_return)
+    def one(s):
+        def body(s, _):
+            traj, env_state, obs, key = ppo._rollout(s)
+            return s.replace(env_state=env_state, obs=obs, key=key), (traj.ep_done, traj.ep_return)
 
-        _, (done, ret) = jax.lax.scan(body, r, None, rollouts)
+        _, (done, ret) = jax.lax.scan(body, s, None, rollouts)
         return done, ret
 
-    sub = jax.tree.map(lambda x: x[:max_seeds], runner)
+    sub = jax.tree.map(lambda x: x[:max_seeds], state)
     done, ret = jax.jit(jax.vmap(one))(sub)
     done = np.asarray(done, bool)
     return float(np.asarray(ret)[done].mean()) if done.any() else float("nan")
@@ -188,6 +244,8 @@ def _final_return(metrics: dict) -> float | None:
     """Mean training episodic return over the last 10% of updates, all seeds (NaN-free updates only)."""
     import numpy as np
 
+    if "charts/episodic_return" not in metrics:
+        return None
     r = np.asarray(metrics["charts/episodic_return"])  # [seeds, updates]
     tail = r[:, -max(1, r.shape[1] // 10):]
     finite = tail[np.isfinite(tail)]
@@ -195,7 +253,7 @@ def _final_return(metrics: dict) -> float | None:
 
 
 class Bench:
-    """Memoised measurements keyed by (env, seeds, timesteps, metrics_every, interventions)."""
+    """Memoised measurements keyed by (algo, preset, env, seeds, timesteps, metrics_every, interventions)."""
 
     def __init__(self, args):
         self.args = args
@@ -203,25 +261,34 @@ class Bench:
         # the measurements the peer table uses also evaluate their final policy (untimed)
         ts = _timesteps(args, CARTPOLE)
         self.eval_keys = set() if args.no_peer else \
-            {(CARTPOLE, n, ts, args.metrics_every, ()) for n in args.peer_seeds}
+            {("ppo", args.preset, CARTPOLE, n, ts, args.metrics_every, ()) for n in args.peer_seeds}
 
     def measure(self, env: str, seeds: int, timesteps: int, metrics_every: int,
-                iv_names: tuple[str, ...] = (), iv_options: dict | None = None) -> dict:
-        key = (env, seeds, timesteps, metrics_every, iv_names)
+                iv_names: tuple[str, ...] = (), iv_options: dict | None = None, algo: str = "ppo",
+                preset: str | None = None) -> dict:
+        """Compile ``jax.jit(jax.vmap(learner.train))`` for ``seeds`` seeds of ``algo`` (``make_train`` of its
+        registry module; ``preset`` defaults to ``--preset`` for PPO and to ``default_preset(env)`` otherwise) and
+        time the compiled call."""
+        from plasticine_jax.algos import registry
+
+        cfg_mod = registry.config_module(algo)
+        if preset is None:
+            preset = self.args.preset if algo == "ppo" else cfg_mod.default_preset(env)
+        key = (algo, preset, env, seeds, timesteps, metrics_every, iv_names)
         if key in self.cache:
             return self.cache[key]
         import jax
 
-        from plasticine_jax.algos.ppo import make_train
-        from plasticine_jax.algos.ppo_config import PRESETS
         from plasticine_jax.interventions.registry import resolve
         from plasticine_jax.metrics.config import MetricsConfig
 
-        trainer = make_train(PRESETS[self.args.preset], env, timesteps, resolve(list(iv_names), iv_options),
+        make_train = registry.learner_module(algo).make_train
+        cfg = cfg_mod.PRESETS[preset]
+        learner = make_train(cfg, env, timesteps, resolve(list(iv_names), iv_options),
                              MetricsConfig(every=metrics_every))
         keys = jax.random.split(jax.random.PRNGKey(0), seeds)
         t0 = time.perf_counter()
-        compiled = jax.jit(jax.vmap(trainer.train)).lower(keys).compile()
+        compiled = jax.jit(jax.vmap(learner.train)).lower(keys).compile()
         compile_s = time.perf_counter() - t0
         times, out = [], None
         for _ in range(max(1, self.args.repeats)):
@@ -229,17 +296,17 @@ class Bench:
             t0 = time.perf_counter()
             out = jax.block_until_ready(compiled(keys))
             times.append(time.perf_counter() - t0)
-        cfg = trainer.cfg
-        steps_per_seed = trainer.num_updates * cfg.num_envs * cfg.num_steps
+        steps_per_seed = learner.num_updates * learner.env_steps_per_update
         best = min(times)
-        res = {"env": env, "seeds": seeds, "timesteps": timesteps, "steps_per_seed": steps_per_seed,
-               "env_steps": steps_per_seed * seeds, "updates": trainer.num_updates,
-               "metrics_every": metrics_every, "interventions": list(iv_names),
-               "compile_s": compile_s, "run_s": best, "run_s_all": times,
+        res = {"algo": algo, "preset": preset, "env": env, "seeds": seeds, "timesteps": timesteps,
+               "steps_per_seed": steps_per_seed, "env_steps": steps_per_seed * seeds, "updates": learner.num_updates,
+               "env_steps_per_update": learner.env_steps_per_update, "metrics_every": metrics_every,
+               "interventions": list(iv_names), "compile_s": compile_s, "run_s": best, "run_s_all": times,
                "steps_per_s": steps_per_seed * seeds / best, "xla_bytes": _memory(compiled),
-               "max_rss_mib": _max_rss_mib(), "final_return": _final_return(out[1])}
+               "max_rss_mib": _max_rss_mib(), "final_return": _final_return(out[1]),
+               "learning_starts": int(getattr(cfg, "learning_starts", 0)), "warnings": list(learner.warnings)}
         if key in self.eval_keys:
-            res["eval_return"] = _eval_return(trainer, out[0])
+            res["eval_return"] = _eval_return(learner, out[0])
         del out, compiled
         jax.clear_caches()
         self.cache[key] = res
@@ -329,6 +396,46 @@ def run_interventions(bench: Bench, args, ui) -> list[dict]:
                *(["error", r["error"][:60], "", "", ""] if "error" in r else
                  [f"{r['compile_s']:.2f}", f"{r['steps_per_s']:,.0f}", f"{r['ratio_vs_vanilla']:.3f}",
                   _mib(r["xla_bytes"]), _fmt_ret(r["final_return"])])] for r in rows])
+    return rows
+
+
+def run_learners(bench: Bench, args, ui) -> list[dict]:
+    """Every selected registry learner on its CPU preset env; a learner whose module is missing or whose build,
+    compile or run fails becomes an error row (the benchmark goes on)."""
+    rows = []
+    for algo in args.learners:
+        env = LEARNER_ENVS.get(algo, CARTPOLE)
+        ts = _learner_timesteps(args, algo)
+        for n in args.learner_seeds:
+            try:
+                r = bench.measure(env, n, ts, args.metrics_every, algo=algo)
+                rows.append(r)
+                ui.progress(f"learner {algo} on {env} {n} seed(s): compile {r['compile_s']:.1f}s, "
+                            f"{r['steps_per_s']:,.0f} steps/s")
+            except ModuleNotFoundError as e:
+                if e.name != f"plasticine_jax.algos.{algo}":
+                    err = f"{type(e).__name__}: {e}"
+                else:  # the learner itself is not written yet: one row, not one per seed count
+                    err = f"module {e.name} not found"
+                rows.append({"algo": algo, "env": env, "seeds": n, "timesteps": ts, "error": err})
+                ui.progress(f"learner {algo}: FAILED {err}")
+                if err.startswith("module "):
+                    break
+            except Exception as e:  # noqa: BLE001 - one broken learner must not end the benchmark
+                err = f"{type(e).__name__}: {e}".splitlines()[0]
+                rows.append({"algo": algo, "env": env, "seeds": n, "timesteps": ts, "error": err})
+                ui.progress(f"learner {algo} {n} seed(s): FAILED {err}")
+    ui.table("4. Learners over vmapped seeds",
+             f"each learner on its CPU preset env (preset = default_preset(env)), heavy plasticity metrics every "
+             f"{args.metrics_every} updates, no interventions; steps/seed includes the off-policy learners' "
+             "warm-up (learning_starts env steps of random actions, no gradient steps); other columns as in table 1",
+             ["learner", "env", "preset", "seeds", "steps/seed", "warm-up", "updates", "compile s", "steps/s",
+              "steps/s/seed", "XLA MiB", "train return"],
+             [[r["algo"], r["env"], *(["error", r["seeds"], r["error"][:80], *[""] * 7] if "error" in r else
+               [r["preset"], r["seeds"], f"{r['steps_per_seed']:,}", f"{r['learning_starts']:,}", r["updates"],
+                f"{r['compile_s']:.2f}",
+                f"{r['steps_per_s']:,.0f}", f"{r['steps_per_s'] / r['seeds']:,.0f}", _mib(r["xla_bytes"]),
+                _fmt_ret(r["final_return"])])] for r in rows])
     return rows
 
 
@@ -447,7 +554,7 @@ def run_peer(bench: Bench, args, ui) -> dict:
                f"untimed (rejax: 128 episodes; ours: episodes finished in 32 more rollouts), up to 4 seeds")
     if note:
         caption += f". NOTE: {note}"
-    ui.table(f"4. Peer comparison: ours vs rejax PPO on {CARTPOLE}", caption,
+    ui.table(f"5. Peer comparison: ours vs rejax PPO on {CARTPOLE}", caption,
              ["seeds", "compile s ours / rejax", "steps/s ours (metrics)", "steps/s ours (no metrics)",
               "steps/s rejax", "ours/rejax (metrics)", "ours/rejax (no metrics)", "XLA MiB ours / rejax",
               "eval return ours / rejax"],
@@ -505,8 +612,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.preset not in PRESETS:
         print(f"error: unknown preset '{args.preset}'; known: {', '.join(PRESETS)}", file=sys.stderr)
         return 2
+    envs = set()
+    if "scaling" in args.sections:
+        envs.update(args.envs)
+    if "interventions" in args.sections:
+        envs.add(args.iv_env)
+    if {"metrics", "peer"} & set(args.sections):
+        envs.add(CARTPOLE)
+    if "learners" in args.sections:
+        envs.update(LEARNER_ENVS.get(a, CARTPOLE) for a in args.learners)
     try:
-        for env in {*args.envs, args.iv_env, CARTPOLE}:
+        for env in sorted(envs):
             make_env(env, 1)  # fail fast on a bad env id, before minutes of measuring
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -523,7 +639,8 @@ def main(argv: list[str] | None = None) -> int:
         ui.note(f"the machine is busy (1-min load {load:.1f} on {info['usable_cores']} cores): XLA's CPU thread pool "
                 "stalls under contention, so timings can be several times too slow; run on a quiet machine")
     cfg = PRESETS[args.preset]
-    ui.console.print(f"config: preset '{args.preset}' for every env: {cfg.num_envs} envs x {cfg.num_steps} steps, "
+    ui.console.print(f"config: PPO preset '{args.preset}' for every env of tables 1-3 and 5: {cfg.num_envs} envs "
+                     f"x {cfg.num_steps} steps, "
                      f"{cfg.update_epochs} epochs x {cfg.num_minibatches} minibatches, net {cfg.net.torso} "
                      f"{'-'.join(map(str, cfg.net.widths))} {cfg.net.activation} "
                      f"({'shared' if cfg.net.shared else 'separate actor/critic'}), lr {cfg.learning_rate:g} "
@@ -533,13 +650,19 @@ def main(argv: list[str] | None = None) -> int:
                               "ppo_config": to_jsonable(asdict(cfg))}
     bench = Bench(args)
     try:
-        result["scaling"] = run_scaling(bench, args, ui)
-        result["metrics_overhead"] = run_metrics_overhead(bench, args, ui)
-        result["interventions"] = run_interventions(bench, args, ui)
+        if "scaling" in args.sections:
+            result["scaling"] = run_scaling(bench, args, ui)
+        if "metrics" in args.sections:
+            result["metrics_overhead"] = run_metrics_overhead(bench, args, ui)
+        if "interventions" in args.sections:
+            result["interventions"] = run_interventions(bench, args, ui)
+        if "learners" in args.sections:
+            result["learners"] = run_learners(bench, args, ui)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result["peer"] = {"status": "skipped", "note": "--no-peer"} if args.no_peer else run_peer(bench, args, ui)
+    result["peer"] = {"status": "skipped", "note": "--no-peer or not in --sections"} if args.no_peer else \
+        run_peer(bench, args, ui)
     result["wall_s"] = time.perf_counter() - t_start
     ui.console.print(f"benchmark wall time {result['wall_s']:.0f}s; process max RSS {_max_rss_mib():,.0f} MiB",
                      highlight=False)
@@ -549,3 +672,7 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps(to_jsonable(result), indent=2))
         ui.console.print(f"figures written to {out}", highlight=False)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

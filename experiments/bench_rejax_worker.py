@@ -1,4 +1,4 @@
-"""Peer side of ``python -m plasticine_jax bench``: rejax 0.1.3's PPO timed exactly like our learner.
+"""Peer side of ``experiments/bench.py`` (``python -m plasticine_jax bench``): rejax 0.1.3's PPO timed exactly like our
 
 Runs inside rejax's own venv (rejax 0.1.3 needs gymnax 0.0.9, which cannot share a venv with gymnax 1.x), so
 it imports nothing from plasticine_jax. For each seed count it compiles ``jax.jit(jax.vmap(algo.train))``
