@@ -137,8 +137,6 @@ def compose(interventions: list[Intervention] | tuple[Intervention, ...]) -> Int
     parts = sorted(flat, key=lambda iv: (iv.order, iv.name))
     if not parts:
         return Intervention("vanilla", order=0)
-    if len(parts) == 1:
-        return parts[0]
 
     def transform_net(cfg):
         for p in parts:

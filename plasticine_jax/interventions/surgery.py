@@ -26,10 +26,17 @@ def reset_opt_state(tx: optax.GradientTransformation, opt_state: Any, mask: Any)
 
     Uses ``optax.tree_utils.tree_map_params`` (the optimizer says which of its state subtrees are
     param-shaped); step counts and other scalars are left alone, as are TRAC's reference point and base
-    iterate (``_KEEP_FIELDS``)."""
+    iterate (``_KEEP_FIELDS``) and per-parameter state that is not shaped like the parameter (Kron's
+    preconditioner factors, a list per parameter: a fresh preconditioner is rebuilt from the new gradients)."""
     if tx is None:
         raise ValueError("reset_opt_state needs the unit's optimizer (Context.tx)")
-    new = optax.tree_utils.tree_map_params(tx, lambda x, m: jnp.where(m, jnp.zeros_like(x), x), opt_state, mask)
+
+    def zero(x, m):
+        if isinstance(x, list) or getattr(x, "shape", None) != m.shape:
+            return x
+        return jnp.where(m, jnp.zeros_like(x), x)
+
+    new = optax.tree_utils.tree_map_params(tx, zero, opt_state, mask, is_leaf=lambda v: isinstance(v, list))
     for f in _KEEP_FIELDS:
         old = optax.tree_utils.tree_get_all_with_path(opt_state, f)
         if old:

@@ -157,10 +157,14 @@ def run(cfg: RunConfig) -> RunResult:
 
 
 def _check_divergence(outs: dict, labels: list[dict]) -> None:
-    """Stop on a non-finite loss (any ``losses/*`` key) in any run."""
+    """Stop when a run diverged: an infinite loss, or non-finite parameters (every unit's weight magnitude
+    is computed every update). A NaN loss alone is not divergence: off-policy learners log NaN for updates
+    without a gradient step (warm-up)."""
+    weights = [k for k in outs if k.endswith("weight_magnitude")]
     losses = [k for k in outs if k.startswith("losses/")]
     for r in range(len(labels)):
-        bad = [k for k in losses if not np.isfinite(outs[k][r]).all()]
+        bad = [k for k in weights if not np.isfinite(outs[k][r]).all()]
+        bad += [k for k in losses if np.isinf(outs[k][r]).any()]
         if bad:
             raise FloatingPointError(f"non-finite {bad[0]} in run {labels[r]}; lower the learning rate or check "
                                      f"the env")
