@@ -178,6 +178,18 @@ def resolve_hparams(defaults: dict[str, float], overrides: dict | None) -> dict:
     return hp
 
 
+def linear_lr(anneal: bool, steps_per_update: int, num_updates: int) -> Callable:
+    """``hp -> schedule(count)``: the learning rate ``hp["learning_rate"]`` annealed linearly to 0 over the run,
+    constant within an update (CleanRL's per-iteration annealing), or constant."""
+    def make(hp):
+        lr = hp["learning_rate"]
+        if anneal:
+            return lambda count: lr * (1.0 - (count // steps_per_update).astype(jnp.float32) / num_updates)
+        return lambda count: lr * jnp.ones_like(count, jnp.float32)
+
+    return make
+
+
 def all_hparams(learner_hp: dict[str, float], iv: Intervention) -> dict[str, float]:
     return {**learner_hp, **default_hparams(iv)}
 

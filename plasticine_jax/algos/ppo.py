@@ -200,17 +200,6 @@ class PPO:
         return {"ppo": asdict(self.cfg), "net_after_interventions": asdict(self.network.cfg)}
 
 
-def _lr_schedule(cfg: PPOConfig, steps_per_update: int, num_updates: int):
-    """Linear annealing to 0 over the run, constant within an iteration (CleanRL), or constant."""
-    def make(hp):
-        lr = hp["learning_rate"]
-        if cfg.anneal_lr:
-            return lambda count: lr * (1.0 - (count // steps_per_update).astype(jnp.float32) / num_updates)
-        return lambda count: lr * jnp.ones_like(count, jnp.float32)
-
-    return make
-
-
 def make_train(
     cfg: PPOConfig,
     env_id: str = "gymnax:CartPole-v1",
@@ -233,7 +222,7 @@ def make_train(
     network = make_network(apply_net_transforms(cfg.net, iv), env.observation_space.shape, action_dim, continuous)
     steps = cfg.update_epochs * cfg.num_minibatches
     hp0 = L.all_hparams({k: float(getattr(cfg, k)) for k in LEARNER_HPARAMS}, iv)
-    unit = L.make_unit_spec(UNIT, network, iv, hp0, learning_rate=_lr_schedule(cfg, steps, num_updates),
+    unit = L.make_unit_spec(UNIT, network, iv, hp0, learning_rate=L.linear_lr(cfg.anneal_lr, steps, num_updates),
                             max_grad_norm=cfg.max_grad_norm, adam_eps=cfg.adam_eps, num_updates=num_updates,
                             steps_per_update=steps, env_steps_per_update=batch, clip=cfg.clip)
     warns = L.schedule_warnings(iv, metrics, num_updates)
