@@ -2,7 +2,8 @@
 it, real optimizer steps through the full chain (with the ``freeze_updates`` post transform) move only the new
 head and the torso (old head and frozen copy exactly fixed); before it new/frozen never move; it fires exactly
 once, after update int(num_updates * at) - 1; ``mode=reference`` keeps the old head training and never moves
-the new one; the hook works under vmap over seeds and under jit."""
+the new one; the hook works under vmap over seeds and under jit; a unit with a target network gets the same
+new/frozen pair in its target (``mirror_target``) and nothing else of the target changes."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import numpy as np
 import optax
 import pytest
 
+from plasticine_jax.algos.state import Unit
 from plasticine_jax.interventions import injection as pi
-from plasticine_jax.interventions.base import Context, LearnerState, build_optimizer
+from plasticine_jax.interventions.base import Context, build_optimizer
 from plasticine_jax.nets import NetConfig, make_network
 
 NUM_UPDATES = 10
@@ -25,16 +27,18 @@ def _setup(mode="paper", at=0.5, shared=True):
     cfg = iv.transform_net(NetConfig(widths=(8, 8), activation="relu", shared=shared))
     assert cfg.injection
     net = make_network(cfg, (4,), 3, False)
-    ctx = Context(net, num_updates=NUM_UPDATES, steps_per_update=4, env_steps_per_update=64)
-    tx = build_optimizer((iv,), {}, 1e-2, 0.5, 1e-5)
-    assert pi.POST in tx.init(net.init(jax.random.PRNGKey(0))["params"])  # freeze_updates is in the chain
+    tx = build_optimizer(iv, {}, 1e-2, 0.5, 1e-5, net)
+    ctx = Context(net, num_updates=NUM_UPDATES, steps_per_update=4, env_steps_per_update=64, tx=tx)
+    state = tx.init(net.init(jax.random.PRNGKey(0))["params"])
+    assert list(state) == ["clip", "base", "post"]  # freeze_updates is last in the chain
+    assert isinstance(state["post"], pi.InjectState) and not bool(state["post"].injected)
     return iv, net, ctx, tx
 
 
 def _learner(net, tx, seed=0):
     variables = net.init(jax.random.PRNGKey(seed))
     params = variables.pop("params")
-    return LearnerState(params, variables, tx.init(params), {}, {})
+    return Unit(params, variables, tx.init(params), {}, {})
 
 
 def _batch(key, n=32):
@@ -83,7 +87,15 @@ def _adam(learner):
 
 
 def _injected(learner):
-    return bool(learner.opt_state[pi.POST].injected)
+    """The chain's injected flag, found by field name (as ``inject`` sets it)."""
+    flag = optax.tree_utils.tree_get(learner.opt_state, "injected")
+    assert bool(flag) == bool(learner.opt_state["post"].injected)  # it lives in the post transform's state
+    return bool(flag)
+
+
+def _acts(net, learner, obs):
+    """What the learner hands to ``after_update`` (injection does not read it)."""
+    return net.apply_with_activations(learner.params, learner.net_state, obs)[1]
 
 
 def test_paper_mode_full_lifecycle():
@@ -105,12 +117,12 @@ def test_paper_mode_full_lifecycle():
     # the schedule: only update index int(N * at) - 1 = 4 injects
     when = int(NUM_UPDATES * 0.5) - 1
     key = jax.random.PRNGKey(11)
-    hook = jax.jit(lambda lr, idx: iv.after_update(ctx, lr, key, idx, obs))
+    hook = jax.jit(lambda lr, idx: iv.after_update(ctx, lr, key, idx, _acts(net, lr, obs)))
     for idx in range(NUM_UPDATES):
         if idx != when:
             _same(hook(before, jnp.int32(idx)), before)
     after = hook(before, jnp.int32(when))
-    _same(after, iv.after_update(ctx, before, key, when, obs))  # jit == eager
+    _same(after, iv.after_update(ctx, before, key, when, _acts(net, before, obs)))  # jit == eager
 
     # at the instant: the function is unchanged
     pol0, val0 = net.apply(before.params, before.net_state, obs)
@@ -133,7 +145,7 @@ def test_paper_mode_full_lifecycle():
                 assert all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(t[h][part]))
         _same(adam1.mu[h]["main"], adam0.mu[h]["main"])
         _same(adam1.nu[h]["main"], adam0.nu[h]["main"])
-    assert _moved(adam0.mu[pi.HEADS[0]]["main"], jax.tree.map(jnp.zeros_like, adam0.mu[pi.HEADS[0]]["main"]))
+    assert _moved(adam0.mu[HEADS[0]]["main"], jax.tree.map(jnp.zeros_like, adam0.mu[HEADS[0]]["main"]))
     _same(after.params["torso"], before.params["torso"])
     _same(adam1.mu["torso"], adam0.mu["torso"])
     _same(adam1.count, adam0.count)
@@ -157,7 +169,7 @@ def test_injection_index_follows_at(at, when):
     iv, net, ctx, tx = _setup(at=at)
     learner = _learner(net, tx)
     obs = jnp.ones((4, 4))
-    hook = jax.jit(lambda lr, idx: iv.after_update(ctx, lr, jax.random.PRNGKey(1), idx, obs))
+    hook = jax.jit(lambda lr, idx: iv.after_update(ctx, lr, jax.random.PRNGKey(1), idx, _acts(net, lr, obs)))
     fired = [i for i in range(NUM_UPDATES) if _injected(hook(learner, jnp.int32(i)))]
     assert fired == [when]
 
@@ -168,7 +180,7 @@ def test_reference_mode_keeps_old_head_training_and_never_moves_new():
     learner = _learner(net, tx)
     obs = jax.random.normal(jax.random.PRNGKey(5), (16, 4))
     before = train(learner, n=2)
-    after = iv.after_update(ctx, before, jax.random.PRNGKey(2), int(NUM_UPDATES * 0.5) - 1, obs)
+    after = iv.after_update(ctx, before, jax.random.PRNGKey(2), int(NUM_UPDATES * 0.5) - 1, _acts(net, before, obs))
     pol0, _ = net.apply(before.params, before.net_state, obs)
     pol1, _ = net.apply(after.params, after.net_state, obs)
     np.testing.assert_allclose(np.asarray(pol1), np.asarray(pol0), rtol=0, atol=1e-6)
@@ -194,12 +206,13 @@ def test_vmap_over_seeds_and_jit():
     keys = jax.random.split(jax.random.PRNGKey(3), 2)
     obs = jnp.ones((2, 4, 4))
     when = int(NUM_UPDATES * 0.5) - 1
-    fn = jax.jit(jax.vmap(lambda lr, k, o, idx: iv.after_update(ctx, lr, k, idx, o), in_axes=(0, 0, 0, None)))
+    fn = jax.jit(jax.vmap(lambda lr, k, o, idx: iv.after_update(ctx, lr, k, idx, _acts(net, lr, o)),
+                          in_axes=(0, 0, 0, None)))
     out = fn(stacked, keys, obs, jnp.int32(when))
     news = []
     for i in range(2):
         got = jax.tree.map(lambda x, i=i: x[i], out)
-        want = iv.after_update(ctx, learners[i], keys[i], when, obs[i])
+        want = iv.after_update(ctx, learners[i], keys[i], when, _acts(net, learners[i], obs[i]))
         jax.tree.map(lambda g, w: np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-6, atol=1e-7),
                      got, want)
         fresh = ctx.fresh_params(keys[i])
@@ -223,8 +236,57 @@ def test_other_interventions_never_move_the_frozen_copy():
     s = snp.make(snp.Options(coef=0.5))
     after = s.after_step(ctx, learner.replace(hp={"shrink_perturb.coef": jnp.float32(0.5)}), jax.random.PRNGKey(1))
     r = rl.make(rl.Options(which="heads", frequency=1))
-    after = r.after_update(ctx, after, jax.random.PRNGKey(2), jnp.int32(0), jnp.zeros((4, 4)))
+    after = r.after_update(ctx, after, jax.random.PRNGKey(2), jnp.int32(0), _acts(net, after, jnp.zeros((4, 4))))
     for h in HEADS:
         _same(after.params[h]["frozen"], frozen[h])
         assert _moved(after.params[h]["new"], learner.params[h]["new"])
         assert _moved(after.params[h]["main"]["kernel"], learner.params[h]["main"]["kernel"])  # bias: 0 -> 0
+
+
+def test_injection_is_mirrored_into_the_target():
+    """A unit with a target network gets the same new == frozen pair in its target (so the target keeps
+    computing the target function it computed before, plus a zero), and nothing else of the target changes:
+    main heads and the torso keep the target's own (lagging) values. The injection has no option to skip the
+    target (``injection.Options`` has no ``mirror_target``)."""
+    iv, net, ctx, tx = _setup()
+    train = _make_train(net, tx)
+    learner0 = _learner(net, tx)
+    before = train(learner0)
+    lagging = learner0.params  # the target lags the online net: the params before the 4 steps
+    for h in HEADS:
+        assert _moved(before.params[h]["main"], lagging[h]["main"])
+    assert _moved(before.params["torso"], lagging["torso"])
+    unit = before.replace(target=lagging)
+    key = jax.random.PRNGKey(11)
+    when = int(NUM_UPDATES * 0.5) - 1
+    obs = jax.random.normal(jax.random.PRNGKey(5), (16, 4))
+    after = iv.after_update(ctx, unit, key, when, _acts(net, unit, obs))
+    _same(after.replace(target=None), iv.after_update(ctx, before, key, when, _acts(net, before, obs)))  # online
+    fresh = ctx.fresh_params(key)
+    for h in HEADS:
+        _same(after.target[h]["new"], fresh[h]["new"])
+        _same(after.target[h]["frozen"], fresh[h]["new"])
+        _same(after.target[h]["new"], after.params[h]["new"])
+        assert _moved(after.target[h]["new"], lagging[h]["new"])
+        _same(after.target[h]["main"], lagging[h]["main"])
+    _same(after.target["torso"], lagging["torso"])
+    # the target's function is unchanged at the instant (gates open, new - frozen = 0)
+    v0 = net.apply(lagging, before.net_state, obs)
+    v1 = net.apply(after.target, after.net_state, obs)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=1e-6), v0, v1)
+
+    # under jit and vmap over seeds
+    stacked = jax.tree.map(lambda x: jnp.stack([x, x]), unit)
+    keys = jnp.stack([key, jax.random.PRNGKey(12)])
+    got = jax.jit(jax.vmap(lambda u, k: iv.after_update(ctx, u, k, jnp.int32(when), _acts(net, u, obs))))(
+        stacked, keys)
+    for i in range(2):
+        t = jax.tree.map(lambda x, i=i: x[i], got.target)
+        fresh = ctx.fresh_params(keys[i])
+        for h in HEADS:
+            _same(t[h]["new"], fresh[h]["new"])
+            _same(t[h]["frozen"], fresh[h]["new"])
+            _same(t[h]["main"], lagging[h]["main"])
+        _same(t["torso"], lagging["torso"])
+    # not due: the target is untouched too
+    _same(jax.jit(lambda u: iv.after_update(ctx, u, key, jnp.int32(when + 1), _acts(net, u, obs)))(unit), unit)

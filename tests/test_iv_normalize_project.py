@@ -10,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from plasticine_jax.algos.state import Unit
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions import normalize_project as nap
-from plasticine_jax.interventions.base import Context, LearnerState, apply_net_transforms, compose
+from plasticine_jax.interventions.base import Context, apply_net_transforms, compose
 from plasticine_jax.interventions.registry import parse_list, resolve
 from plasticine_jax.nets import NetConfig, make_network
 
@@ -21,16 +22,17 @@ OBS_SHAPE = (12, 12, 2)
 
 def _setup(opts: nap.Options, torso: str = "mlp"):
     """(intervention, ctx, learner after the init hook) on a tiny network."""
-    (iv,) = compose(resolve(["normalize_project"], {"normalize_project": opts}))
+    iv = compose(resolve(["normalize_project"], {"normalize_project": opts}))
+    assert iv.names == ("normalize_project",)
     if torso == "mlp":
         cfg, obs_shape = NetConfig(torso="mlp", widths=(8, 6), activation="relu"), (5,)
     else:  # a conv torso (impala: conv kernels 4-d, LN on channels) on a small image
         cfg = NetConfig(torso="impala_cnn", widths=(8,), activation="relu", shared=True, channels=(4, 4))
         obs_shape = OBS_SHAPE
-    net = make_network(apply_net_transforms(cfg, (iv,)), obs_shape, 3, continuous=False)
+    net = make_network(apply_net_transforms(cfg, iv), obs_shape, 3, continuous=False)
     ctx = Context(net, num_updates=10, steps_per_update=4, env_steps_per_update=64)
     params = net.init(jax.random.PRNGKey(0))["params"]
-    learner = LearnerState(params, {}, None, {}, {})
+    learner = Unit(params, {}, None, {}, {})
     learner = iv.init(ctx, learner, jax.random.PRNGKey(1))
     return iv, ctx, learner
 
@@ -77,7 +79,8 @@ def test_insert_ln_adds_layer_norm():
     assert sorted(learner.params["actor_torso"]) == ["dense_0", "dense_1", "ln_0", "ln_1"]
     assert iv_ln.transform_net(NetConfig()).layer_norm is True
     iv, _, learner = _setup(nap.Options(insert_ln=False))
-    assert iv.transform_net is None
+    assert iv.parts[0].transform_net is None
+    assert apply_net_transforms(NetConfig(), iv) == NetConfig()  # the architecture is left alone
     assert sorted(learner.params["actor_torso"]) == ["dense_0", "dense_1"]
 
 
@@ -133,8 +136,8 @@ def test_update_mode_projects_only_on_due_updates():
     init = _leaves(learner.params)
     pert_params = _perturb(learner.params)
     pert = _leaves(pert_params)
-    obs = jnp.zeros((4, 5))
-    step = jax.jit(lambda lr, idx: iv.after_update(ctx, lr, jax.random.PRNGKey(0), idx, obs))
+    acts = ctx.network.apply_with_activations(pert_params, learner.net_state, jnp.zeros((4, 5)))[1]
+    step = jax.jit(lambda lr, idx: iv.after_update(ctx, lr, jax.random.PRNGKey(0), idx, acts))
     for idx in range(7):
         out = _leaves(step(learner.replace(params=pert_params), jnp.asarray(idx, jnp.int32)).params)
         due = (idx + 1) % 3 == 0  # completed updates 3, 6, ...

@@ -2,7 +2,8 @@
 equal the fresh sample of ``ctx.fresh_params(key)``, incoming bias 0, outgoing weights 0 in every consumer (both
 heads of a shared torso; the NHWC-tiled conv->dense flatten), Adam mu/nu of the touched entries 0 -- and every
 other parameter and optimizer entry is bit-identical. CReLU units are recycled only when both halves are
-dormant. The reference options keep the bias and the moments. Schedule, vmap over seeds and jit."""
+dormant. The reference options keep the bias and the moments. Schedule, vmap over seeds and jit. A unit with a
+target network gets exactly the touched entries mirrored into its target (``mirror_target``)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,31 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from plasticine_jax.algos.state import Unit
 from plasticine_jax.interventions import redo
-from plasticine_jax.interventions.base import Context, LearnerState, build_optimizer
+from plasticine_jax.interventions.base import Context, build_optimizer, default_hparams
 from plasticine_jax.nets import NetConfig, make_network
 from plasticine_jax.nets.structure import get_path
 
 TAU = 0.025
 
 
-def _ctx(net):
-    return Context(net, num_updates=10, steps_per_update=4, env_steps_per_update=64)
+def _hp(iv):
+    return {k: jnp.float32(v) for k, v in default_hparams(iv).items()}
+
+
+def _tx(net, iv, lr=1e-3):
+    return build_optimizer(iv, _hp(iv), lr, 0.5, 1e-5, net)
+
+
+def _ctx(net, iv):
+    """The unit's static context, with the optimizer the opt state was built by (for the moment reset)."""
+    return Context(net, num_updates=10, steps_per_update=4, env_steps_per_update=64, tx=_tx(net, iv))
+
+
+def _acts(net, learner, obs):
+    """What the learner hands to ``after_update``: the unit's hidden activations on the metric batch."""
+    return net.apply_with_activations(learner.params, learner.net_state, obs)[1]
 
 
 def _learner(net, iv, obs, action_dim, plants=(), dead_rows=None, seed=0, steps=3, lr=1e-3):
@@ -30,8 +46,9 @@ def _learner(net, iv, obs, action_dim, plants=(), dead_rows=None, seed=0, steps=
     bias; finally re-centre the other units' kernels over their live inputs (``dead_rows``)."""
     variables = net.init(jax.random.PRNGKey(seed))
     params = _centre(variables.pop("params"))
-    hp = {f"{iv.name}.{k}": jnp.float32(v) for k, v in iv.hparams.items()}
-    tx = build_optimizer((iv,), hp, lr, 0.5, 1e-5)
+    hp = _hp(iv)
+    assert set(hp) == {"redo.tau"}
+    tx = _tx(net, iv, lr)
     n = obs.shape[0]
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed + 100), 3)
     act = jax.random.randint(k1, (n,), 0, action_dim)
@@ -54,7 +71,7 @@ def _learner(net, iv, obs, action_dim, plants=(), dead_rows=None, seed=0, steps=
     for layer, units, bias in plants:
         get_path(params, (*layer, "kernel"))[..., units] = 0.0
         get_path(params, (*layer, "bias"))[units] = bias
-    return LearnerState(_centre(params, dead_rows or {}), variables, opt_state, {}, hp)
+    return Unit(_centre(params, dead_rows or {}), variables, opt_state, {}, hp)
 
 
 def _centre(params, dead_rows=None):
@@ -157,8 +174,9 @@ def test_mlp_recycles_exactly_the_dead_units_shared_torso():
     iv = redo.make(redo.Options(tau=TAU, frequency=1))
     learner = _planted_mlp(iv)
     key = jax.random.PRNGKey(7)
-    out = iv.after_update(_ctx(MLP), learner, key, 0, MLP_OBS)
-    e = _mlp_expect(learner, _ctx(MLP).fresh_params(key))
+    ctx = _ctx(MLP, iv)
+    out = iv.after_update(ctx, learner, key, 0, _acts(MLP, learner, MLP_OBS))
+    e = _mlp_expect(learner, ctx.fresh_params(key))
     _check_nonzero_moments(learner, e)
     _same(out.params, e.params)
     _same(out.opt_state, e.opt_state(learner.opt_state))
@@ -172,8 +190,9 @@ def test_reference_options_keep_bias_and_moments():
     iv = redo.make(redo.Options(tau=TAU, frequency=1, zero_bias=False, reset_optimizer=False))
     learner = _planted_mlp(iv)
     key = jax.random.PRNGKey(7)
-    out = iv.after_update(_ctx(MLP), learner, key, 0, MLP_OBS)
-    e = _mlp_expect(learner, _ctx(MLP).fresh_params(key), zero_bias=False)
+    ctx = _ctx(MLP, iv)
+    out = iv.after_update(ctx, learner, key, 0, _acts(MLP, learner, MLP_OBS))
+    e = _mlp_expect(learner, ctx.fresh_params(key), zero_bias=False)
     _same(out.params, e.params)
     assert np.all(np.asarray(out.params["torso"]["dense_2"]["bias"])[DEAD2] == -1.0)
     _same(out.opt_state, learner.opt_state)
@@ -182,9 +201,9 @@ def test_reference_options_keep_bias_and_moments():
 def test_schedule_vmap_over_seeds_and_jit():
     iv = redo.make(redo.Options(tau=TAU, frequency=3))
     learner = _planted_mlp(iv)
-    ctx = _ctx(MLP)
+    ctx = _ctx(MLP, iv)
     key = jax.random.PRNGKey(7)
-    hook = jax.jit(lambda lr, idx: iv.after_update(ctx, lr, key, idx, MLP_OBS))
+    hook = jax.jit(lambda lr, idx: iv.after_update(ctx, lr, key, idx, _acts(MLP, lr, MLP_OBS)))
     want = _mlp_expect(learner, ctx.fresh_params(key))
     for idx in range(10):
         out = hook(learner, jnp.int32(idx))
@@ -196,7 +215,8 @@ def test_schedule_vmap_over_seeds_and_jit():
 
     keys = jax.random.split(jax.random.PRNGKey(3), 2)
     stacked = jax.tree.map(lambda x: jnp.stack([x, x]), learner)
-    fn = jax.jit(jax.vmap(lambda lr, k, idx: iv.after_update(ctx, lr, k, idx, MLP_OBS), in_axes=(0, 0, None)))
+    fn = jax.jit(jax.vmap(lambda lr, k, idx: iv.after_update(ctx, lr, k, idx, _acts(MLP, lr, MLP_OBS)),
+                          in_axes=(0, 0, None)))
     out = fn(stacked, keys, jnp.int32(2))
     cols = []
     for i in range(2):
@@ -217,8 +237,9 @@ def test_separate_towers_only_touch_their_own_head():
     assert {k: _np_dormant(v) for k, v in acts.items()} == {"actor_torso/act_0": set(), "actor_torso/act_1": set(),
                                                            "critic_torso/act_0": set(), "critic_torso/act_1": {3}}
     key = jax.random.PRNGKey(9)
-    out = iv.after_update(_ctx(net), learner, key, 0, MLP_OBS)
-    e = Expect(learner, _ctx(net).fresh_params(key))
+    ctx = _ctx(net, iv)
+    out = iv.after_update(ctx, learner, key, 0, acts)
+    e = Expect(learner, ctx.fresh_params(key))
     e.incoming(("critic_torso", "dense_1"), [3])
     e.outgoing(("value_head", "main", "kernel"), 0, [3])  # the policy head does not read the critic tower
     _same(out.params, e.params)
@@ -241,8 +262,9 @@ def test_crelu_unit_recycled_only_when_both_halves_dormant():
     half = _np_dormant(acts["torso/act_1"])  # layer 1 may have half-dormant units, but no fully dormant one
     assert not {i for i in range(8) if i in half and i + 8 in half}
     key = jax.random.PRNGKey(7)
-    out = iv.after_update(_ctx(net), learner, key, 0, MLP_OBS)
-    e = Expect(learner, _ctx(net).fresh_params(key))
+    ctx = _ctx(net, iv)
+    out = iv.after_update(ctx, learner, key, 0, acts)
+    e = Expect(learner, ctx.fresh_params(key))
     e.incoming(("torso", "dense_0"), [2])
     e.outgoing(("torso", "dense_1", "kernel"), 0, [2, 8 + 2])
     _same(out.params, e.params)
@@ -270,9 +292,10 @@ def test_nature_cnn_conv_channels_and_nhwc_flatten():
     assert [acts[f"torso/act_{i}"].shape[1:] for i in range(4)] == [(10, 10, 32), (4, 4, 64), (2, 2, 64), (16,)]
     assert [_np_dormant(acts[f"torso/act_{i}"]) for i in range(4)] == [{c0}, set(), {c2}, set()]
     key = jax.random.PRNGKey(7)
-    out = iv.after_update(_ctx(net), learner, key, 0, obs)
+    ctx = _ctx(net, iv)
+    out = iv.after_update(ctx, learner, key, 0, acts)
 
-    e = Expect(learner, _ctx(net).fresh_params(key))
+    e = Expect(learner, ctx.fresh_params(key))
     e.incoming(("torso", "conv_0"), [c0])
     e.outgoing(("torso", "conv_1", "kernel"), 2, [c0])
     e.incoming(("torso", "conv_2"), [c2])
@@ -282,3 +305,48 @@ def test_nature_cnn_conv_channels_and_nhwc_flatten():
     _same(out.opt_state, e.opt_state(learner.opt_state))
     dense = np.asarray(out.params["torso"]["dense_0"]["kernel"])
     assert np.all(dense[rows] == 0) and np.all(np.delete(dense, rows, axis=0) != 0)
+
+
+# ----------------------------------------------------------------------------------------- target network
+
+
+def test_touched_entries_are_mirrored_into_the_target():
+    """A unit with a target network (TD3/SAC/C51): after recycling, the target equals the new online params on
+    exactly the touched entries (incoming kernels and biases, outgoing rows of every consumer) and is
+    bit-identical to the old target everywhere else. The target lags the online net (it is the init params,
+    before the Adam steps), so "unchanged elsewhere" is distinguishable from "copied everywhere"."""
+    iv = redo.make(redo.Options(tau=TAU, frequency=1))
+    learner = _planted_mlp(iv)
+    lagging = MLP.init(jax.random.PRNGKey(0))["params"]
+    for a, b in zip(jax.tree.leaves(lagging), jax.tree.leaves(learner.params), strict=True):
+        assert np.all(np.asarray(a) != np.asarray(b))  # the target differs from the online net everywhere
+    unit = learner.replace(target=lagging)
+    key = jax.random.PRNGKey(7)
+    ctx = _ctx(MLP, iv)
+    out = iv.after_update(ctx, unit, key, 0, _acts(MLP, unit, MLP_OBS))
+    e = _mlp_expect(learner, ctx.fresh_params(key))
+    _same(out.params, e.params)  # the online recycling is the same with a target
+    _same(out.opt_state, e.opt_state(learner.opt_state))
+    want = jax.tree.map(lambda m, p, t: np.where(m, p, np.asarray(t)), e.touched, e.params, lagging)
+    _same(out.target, want)
+    assert sum(int(m.sum()) for m in jax.tree.leaves(e.touched)) > 0  # (a real comparison)
+
+    # the exact-copy target of the brief: target == online params everywhere after the hook
+    out = iv.after_update(ctx, learner.replace(target=learner.params), key, 0, _acts(MLP, learner, MLP_OBS))
+    _same(out.target, out.params)
+
+    # under jit and vmap over seeds, too
+    stacked = jax.tree.map(lambda x: jnp.stack([x, x]), unit)
+    keys = jnp.stack([key, jax.random.PRNGKey(8)])
+    fn = jax.jit(jax.vmap(lambda u, k: iv.after_update(ctx, u, k, jnp.int32(0), _acts(MLP, u, MLP_OBS))))
+    got = fn(stacked, keys)
+    for i in range(2):
+        e = _mlp_expect(learner, ctx.fresh_params(keys[i]))
+        want = jax.tree.map(lambda m, p, t: np.where(m, p, np.asarray(t)), e.touched, e.params, lagging)
+        _same(jax.tree.map(lambda x, i=i: x[i], got.target), want)
+
+    # mirror_target=False: the target is left exactly as it was
+    iv_off = redo.make(redo.Options(tau=TAU, frequency=1, mirror_target=False))
+    out = iv_off.after_update(_ctx(MLP, iv_off), unit, key, 0, _acts(MLP, unit, MLP_OBS))
+    _same(out.params, _mlp_expect(learner, ctx.fresh_params(key)).params)
+    _same(out.target, lagging)

@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from plasticine_jax.algos.state import Unit
 from plasticine_jax.interventions import regenerative
-from plasticine_jax.interventions.base import LearnerState, compose, default_hparams
+from plasticine_jax.interventions.base import compose, default_hparams
 from plasticine_jax.interventions.registry import parse_list, resolve
 
 
@@ -24,10 +25,11 @@ def _trees():
 
 
 def _iv_and_istate(theta0, squared=True):
-    (iv,) = compose(resolve(["regenerative"], {"regenerative": regenerative.Options(squared=squared)}))
-    learner = LearnerState(theta0, {}, None, {}, {})
-    learner = iv.init(None, learner, jax.random.PRNGKey(0))
-    return iv, learner.istate["regenerative"]
+    iv = compose(resolve(["regenerative"], {"regenerative": regenerative.Options(squared=squared)}))
+    assert iv.names == ("regenerative",)
+    unit = Unit(theta0, {}, None, {}, {})
+    unit = iv.init(None, unit, jax.random.PRNGKey(0))
+    return iv, unit.istate  # the composed loss hook reads its part's state, istate["regenerative"]
 
 
 def _flat(tree):
@@ -38,9 +40,9 @@ def test_alias_defaults_and_theta0_stored():
     assert parse_list("rr") == ["regenerative"]
     theta0, _ = _trees()
     iv, istate = _iv_and_istate(theta0)
-    assert default_hparams((iv,)) == {"regenerative.weight": 0.01}
+    assert default_hparams(iv) == {"regenerative.weight": 0.01}
     assert regenerative.Options().squared is True
-    np.testing.assert_array_equal(_flat(istate["theta0"]), _flat(theta0))
+    np.testing.assert_array_equal(_flat(istate["regenerative"]["theta0"]), _flat(theta0))
 
 
 @pytest.mark.parametrize("lam", [0.01, 0.7])
@@ -81,3 +83,32 @@ def test_weight_is_vmappable():
     vals = jax.vmap(lambda lam: iv.loss(None, theta, istate, {"regenerative.weight": lam}))(lams)
     sq = np.sum((_flat(theta) - _flat(theta0)) ** 2)
     np.testing.assert_allclose(np.asarray(vals), np.asarray(lams) * sq, rtol=1e-5)
+
+
+@pytest.mark.parametrize("names", [["regenerative"], ["regenerative", "parseval"]])
+def test_learner_adds_the_loss_term_to_a_unit(names):
+    """Through the learner's unit machinery (init hook stores theta_0 in ``unit.istate``, the loss hook is added
+    to the unit's loss): the added term is lambda * ||theta - theta_0||^2 (+ the Parseval term when composed),
+    for regenerative alone as well as composed."""
+    from plasticine_jax.algos import learner as L
+    from plasticine_jax.interventions import parseval
+    from plasticine_jax.nets import NetConfig, make_network
+
+    net = make_network(NetConfig(widths=(8, 8), activation="relu"), (4,), 3, False)
+    iv = compose(resolve(names))
+    hp = {k: jnp.float32(v) for k, v in default_hparams(iv).items()}
+    spec = L.make_unit_spec("agent", net, iv, hp, learning_rate=lambda h: 1e-3, max_grad_norm=0.5, adam_eps=1e-5,
+                            num_updates=10, steps_per_update=4, env_steps_per_update=64)
+    unit = L.init_unit(spec, iv, jax.random.PRNGKey(0), hp)
+    theta0 = net.init(jax.random.PRNGKey(0))["params"]
+    np.testing.assert_array_equal(_flat(unit.istate["regenerative"]["theta0"]), _flat(theta0))
+    rng = np.random.default_rng(3)
+    theta = jax.tree.map(lambda a: a + jnp.asarray(rng.normal(size=a.shape) * 0.1, jnp.float32), unit.params)
+    loss = L.loss_with_interventions(spec, iv, lambda p, u: (jnp.float32(1.5), {"losses/base": jnp.float32(1.5)}))
+    val, aux = jax.jit(loss)(theta, unit)
+    want = 0.01 * np.sum((_flat(theta) - _flat(theta0)) ** 2)
+    if "parseval" in names:
+        want += 1e-3 * sum(parseval.parseval_penalty(theta[t][f"dense_{i}"]["kernel"], 1.0)
+                           for t in ("actor_torso", "critic_torso") for i in range(2))
+    np.testing.assert_allclose(float(aux["losses/intervention_loss"]), want, rtol=1e-5)
+    np.testing.assert_allclose(float(val), 1.5 + want, rtol=1e-5)

@@ -10,14 +10,17 @@ import numpy as np
 import optax
 import pytest
 
+from plasticine_jax.algos.state import Unit
 from plasticine_jax.interventions import shrink_perturb as snp
-from plasticine_jax.interventions.base import Context, LearnerState, build_optimizer
+from plasticine_jax.interventions.base import Context, build_optimizer, default_hparams
 from plasticine_jax.nets import NetConfig, make_network
 
 COEF = 0.7  # far from 1 so every term of the formula is visible
 NUM_UPDATES = 10
 NET = make_network(NetConfig(widths=(8, 8), activation="relu"), (4,), 3, False)
-CTX = Context(NET, num_updates=NUM_UPDATES, steps_per_update=4, env_steps_per_update=64)
+# snp adds nothing to the optimizer chain, so one (compiled) Adam step serves every test
+TX = build_optimizer(snp.make(snp.Options()), {}, 1e-2, 0.5, 1e-5, NET)
+CTX = Context(NET, num_updates=NUM_UPDATES, steps_per_update=4, env_steps_per_update=64, tx=TX)
 
 
 def _batch(key, n=32):
@@ -38,17 +41,14 @@ def _learner(iv, seed=0, steps=3):
     key = jax.random.PRNGKey(seed)
     variables = NET.init(key)
     params = variables.pop("params")
-    hp = {f"{iv.name}.{k}": jnp.float32(v) for k, v in iv.hparams.items()}
-    learner = LearnerState(params, variables, TX.init(params), {}, hp)
+    hp = {k: jnp.float32(v) for k, v in default_hparams(iv).items()}
+    assert set(hp) == {"shrink_perturb.coef", "shrink_perturb.sigma"}
+    learner = Unit(params, variables, TX.init(params), {}, hp)
     if iv.init is not None:
         learner = iv.init(CTX, learner, jax.random.PRNGKey(99))
     for i in range(steps):
         learner = _step(learner, jax.random.PRNGKey(100 + i))
     return learner
-
-
-# snp adds nothing to the optimizer chain, so one (compiled) Adam step serves every test
-TX = build_optimizer((snp.make(snp.Options()),), {}, 1e-2, 0.5, 1e-5)
 
 
 @jax.jit
@@ -133,9 +133,9 @@ def test_hard_mode_fires_only_on_due_updates():
     assert iv.after_step is None and iv.after_update is not None
     learner = _learner(iv)
     key = jax.random.PRNGKey(5)
-    obs = jnp.zeros((4, 4))
+    acts = NET.apply_with_activations(learner.params, learner.net_state, jnp.zeros((4, 4)))[1]
     want = _formula(learner.params, CTX.fresh_params(key), COEF)
-    hook = jax.jit(lambda lr, idx: iv.after_update(CTX, lr, key, idx, obs))  # idx traced, as a scan index
+    hook = jax.jit(lambda lr, idx: iv.after_update(CTX, lr, key, idx, acts))  # idx traced, as a scan index
     fired = []
     for idx in range(NUM_UPDATES):
         out = hook(learner, jnp.int32(idx))

@@ -1,14 +1,19 @@
-"""PPO: GAE against a numpy loop, vmap-vs-single equivalence, and real learning (CartPole, Pendulum)."""
+"""PPO: GAE against a numpy loop (truncations bootstrapped from V(final_obs) by the rollout), vmap-vs-single
+equivalence, and real learning (CartPole, Pendulum)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from plasticine_jax.algos.ppo import Transition, gae, make_train
+from plasticine_jax.algos.ppo import make_train
 from plasticine_jax.algos.ppo_config import PRESETS
+from plasticine_jax.algos.ppo_losses import gae
+from plasticine_jax.envs.spaces import Box, Discrete
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.metrics.config import MetricsConfig
 
@@ -31,30 +36,100 @@ def _numpy_gae(reward, value, terminated, truncated, final_value, last_value, ga
     return adv
 
 
+def _episodes(T, N):
+    """Per-step terminated / truncated flags [T, N] with both kinds of episode end in several envs."""
+    terminated = np.zeros((T, N), bool)
+    truncated = np.zeros((T, N), bool)
+    terminated[3, 0] = terminated[7, 1] = True
+    truncated[5, 0] = truncated[2, 2] = truncated[T - 1, 1] = True
+    return terminated, truncated
+
+
 def test_gae_matches_numpy_with_termination_and_truncation():
+    """``gae`` with the contract the rollout follows (done = terminated or truncated, r + gamma V(final_obs) on
+    truncated steps) is the textbook estimator."""
     rng = np.random.default_rng(0)
     T, N = 12, 3
     reward = rng.normal(size=(T, N)).astype(np.float32)
     value = rng.normal(size=(T, N)).astype(np.float32)
     final_value = rng.normal(size=(T, N)).astype(np.float32)
     last_value = rng.normal(size=(N,)).astype(np.float32)
-    terminated = np.zeros((T, N), bool)
-    truncated = np.zeros((T, N), bool)
-    terminated[3, 0] = terminated[7, 1] = True
-    truncated[5, 0] = truncated[2, 2] = truncated[T - 1, 1] = True
-    z = jnp.zeros((T, N))
-    tr = Transition(obs=z, action=z, logp=z, value=jnp.asarray(value), reward=jnp.asarray(reward),
-                    done=jnp.asarray(terminated | truncated), terminated=jnp.asarray(terminated),
-                    truncated=jnp.asarray(truncated, jnp.float32), final_value=jnp.asarray(final_value),
-                    ep_done=z, ep_return=z, ep_length=z)
-    adv, ret = gae(tr, jnp.asarray(last_value), 0.9, 0.8)
+    terminated, truncated = _episodes(T, N)
+
+    def run(final_value):
+        folded = reward + 0.9 * final_value * truncated
+        return gae(jnp.asarray(folded), jnp.asarray(value), jnp.asarray(terminated | truncated),
+                   jnp.asarray(last_value), 0.9, 0.8)
+
+    adv, ret = run(final_value)
     want = _numpy_gae(reward, value, terminated, truncated, final_value, last_value, 0.9, 0.8)
     np.testing.assert_allclose(np.asarray(adv), want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(ret), want + value, rtol=1e-5, atol=1e-5)
     # truncation must bootstrap: changing V(final_obs) at a truncated step changes that advantage
-    tr2 = tr.replace(final_value=tr.final_value.at[5, 0].add(1.0))
-    adv2, _ = gae(tr2, jnp.asarray(last_value), 0.9, 0.8)
+    bump = np.zeros((T, N), np.float32)
+    bump[5, 0] = 1.0
+    adv2, _ = run(final_value + bump)
     assert abs(float(adv2[5, 0] - adv[5, 0]) - 0.9) < 1e-5
+
+
+@dataclass(frozen=True)
+class _ScriptedEnv:
+    """A batched env whose observations, rewards, episode ends and ``final_obs`` follow a fixed script
+    (step t of the rollout reads row t), so the rollout's bootstrap can be checked against the script."""
+
+    obs: jax.Array  # [T + 1, N, 4]
+    reward: jax.Array  # [T, N]
+    terminated: jax.Array  # [T, N]
+    truncated: jax.Array  # [T, N]
+    final_obs: jax.Array  # [T, N, 4]
+    num_envs: int = 3
+    observation_space: Box = Box((-np.inf,) * 4, (np.inf,) * 4, (4,))
+    action_space: Discrete = Discrete(2)
+
+    def reset(self, key):
+        return self.obs[0], jnp.zeros((), jnp.int32)
+
+    def step(self, key, t, action):
+        done = self.terminated[t] | self.truncated[t]
+        info = {"final_obs": self.final_obs[t], "episode_done": done, "episode_return": jnp.zeros(done.shape),
+                "episode_length": jnp.zeros(done.shape, jnp.int32)}
+        return self.obs[t + 1], t + 1, self.reward[t], self.terminated[t], self.truncated[t], info
+
+
+@pytest.mark.parametrize("bootstrap", [True, False])
+def test_rollout_bootstraps_truncation_from_final_obs(bootstrap):
+    """The rollout folds gamma V(final_obs) into the reward of truncated steps only (not terminated, not
+    ongoing), with done = terminated or truncated; its GAE is then the textbook one. Without
+    ``bootstrap_truncation`` (procgen/craftax presets) the reward is the env's."""
+    T, N = 12, 3
+    rng = np.random.default_rng(1)
+    terminated, truncated = _episodes(T, N)
+    env = _ScriptedEnv(jnp.asarray(rng.normal(size=(T + 1, N, 4)), jnp.float32),
+                       jnp.asarray(rng.normal(size=(T, N)), jnp.float32), jnp.asarray(terminated),
+                       jnp.asarray(truncated), jnp.asarray(rng.normal(size=(T, N, 4)) * 2.0, jnp.float32))
+    cfg = replace(PRESETS["cartpole"], num_envs=N, num_steps=T, num_minibatches=2, bootstrap_truncation=bootstrap)
+    trainer = replace(make_train(cfg, "gymnax:CartPole-v1", 10 * N * T), env=env)
+    state = trainer.init(jax.random.PRNGKey(0))
+    traj, _, last_obs, _ = jax.jit(trainer._rollout)(state)
+    unit = state.units["agent"]
+    gamma, lam = float(unit.hp["gamma"]), float(unit.hp["gae_lambda"])
+    value_of = jax.vmap(lambda o: trainer.network.apply(unit.params, unit.net_state, o)[1])
+    value = np.asarray(value_of(env.obs[:T]))
+    final_value = np.asarray(value_of(env.final_obs))
+    last_value = np.asarray(trainer.network.apply(unit.params, unit.net_state, last_obs)[1])
+    np.testing.assert_array_equal(np.asarray(last_obs), np.asarray(env.obs[T]))
+    np.testing.assert_allclose(np.asarray(traj.value), value, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(traj.done), terminated | truncated)
+    folded = np.asarray(env.reward) + (gamma * final_value * truncated if bootstrap else 0.0)
+    np.testing.assert_allclose(np.asarray(traj.reward), folded, rtol=1e-6, atol=1e-6)
+    assert np.abs(final_value[truncated]).min() > 1e-4  # (the bootstrap term is really there)
+    adv, _ = gae(traj.reward, traj.value, traj.done, jnp.asarray(last_value), gamma, lam)
+    if bootstrap:
+        want = _numpy_gae(np.asarray(env.reward), value, terminated, truncated, final_value, last_value, gamma, lam)
+    else:  # every episode end treated alike (CleanRL's GAE)
+        want = _numpy_gae(np.asarray(env.reward), value, terminated | truncated, np.zeros_like(truncated),
+                          final_value, last_value, gamma, lam)
+    np.testing.assert_allclose(np.asarray(adv), want, rtol=1e-5, atol=1e-5)
 
 
 def test_vmap_equals_single_runs():
@@ -68,7 +143,8 @@ def test_vmap_equals_single_runs():
         for k in out_i:
             np.testing.assert_allclose(np.asarray(out_v[k][i]), np.asarray(out_i[k]), rtol=2e-4, atol=2e-5,
                                        err_msg=k)
-        for a, b in zip(jax.tree.leaves(carry_v.learner.params), jax.tree.leaves(carry_i.learner.params), strict=True):
+        for a, b in zip(jax.tree.leaves(carry_v.units["agent"].params), jax.tree.leaves(carry_i.units["agent"].params),
+                        strict=True):
             np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), rtol=2e-4, atol=2e-6)
 
 
@@ -98,8 +174,6 @@ def test_pendulum_continuous_learns():
 
 
 def test_bad_ppo_shapes_are_config_errors():
-    from dataclasses import replace
-
     with pytest.raises(ConfigError, match="divisible"):
         make_train(replace(PRESETS["cartpole"], num_minibatches=7), "gymnax:CartPole-v1", 10_000)
     with pytest.raises(ConfigError, match="less than one rollout"):
@@ -120,11 +194,10 @@ def test_hparams_are_vmappable():
 
 def test_craftax_classic_ppo_smoke():
     """PPO runs on Craftax-Classic (optimistic resets, 1345-d symbolic obs) under vmapped seeds."""
-    from dataclasses import replace
-
     cfg = replace(PRESETS["craftax"], num_envs=8, num_steps=16, num_minibatches=2)
     trainer = make_train(cfg, "craftax:Craftax-Classic-Symbolic-v1", 256, metrics=MetricsConfig(every=2))
-    assert trainer.ctx.network.obs_shape == (1345,)
+    assert trainer.network.input_shapes == ((1345,),)
+    assert trainer.unit.ctx.network is trainer.network
     _, out = jax.jit(jax.vmap(trainer.train))(jax.random.split(jax.random.PRNGKey(0), 2))
     for k in ("losses/value_loss", "plasticity/dormant_ratio", "plasticity/critic/effective_rank"):
         v = np.asarray(out[k])

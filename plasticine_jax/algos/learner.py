@@ -94,14 +94,12 @@ def init_unit(spec: UnitSpec, iv: Intervention, key: jax.Array, hp: dict, k_iv: 
 
 
 def loss_with_interventions(spec: UnitSpec, iv: Intervention, loss_fn: Callable) -> Callable:
-    """``loss_fn(params, *args) -> (loss, aux)`` plus the interventions' loss terms (logged as
-    ``losses/intervention_loss`` in aux)."""
-    if iv.loss is None:
-        return loss_fn
+    """``loss_fn(params, unit, *args) -> (loss, aux)`` plus the interventions' loss terms, logged as
+    ``losses/intervention_loss`` in aux (0 when no intervention adds one, so every run has the same columns)."""
 
     def f(params, unit: Unit, *args):
         loss, aux = loss_fn(params, unit, *args)
-        extra = iv.loss(spec.ctx, params, unit.istate, unit.hp)
+        extra = iv.loss(spec.ctx, params, unit.istate, unit.hp) if iv.loss is not None else jnp.zeros(())
         return loss + extra, {**aux, "losses/intervention_loss": extra}
 
     return f
