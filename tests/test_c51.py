@@ -62,7 +62,7 @@ def test_no_gradient_steps_before_learning_starts():
     wd = np.asarray(out["plasticity/weight_difference"])
     assert wd[0] == 0 and wd[1] == 0 and wd[2] > 0
     np.testing.assert_array_equal(np.asarray(out["charts/gradient_steps"]), [0, 0, 6])
-    np.testing.assert_array_equal(np.asarray(out["losses/loss"])[:2], 0.0)
+    assert np.isnan(np.asarray(out["losses/loss"])[:2]).all()  # no gradient step: no loss to report
     assert np.asarray(out["losses/loss"])[2] > 0
     grad_norm = np.asarray(out["plasticity/gradient_norm"])
     assert np.isnan(grad_norm[:2]).all() and grad_norm[2] > 0

@@ -69,6 +69,18 @@ def test_sweep_vmaps_hyperparameters(tmp_path):
     (["--interventions", "ca,dff"], "both replace the hidden activation"),
     (["--sweep", "nosuch=1,2"], "not a vmappable hyperparameter"),
     (["--ppo.num-minibatches", "7"], "divisible"),
+    (["--interventions", "redo", "--redo.tau", "-1"], "--redo.tau must be in [0, 1)"),
+    (["--ppo.clip-coef", "-0.1"], "--ppo.clip-coef must be > 0"),
+    (["--interventions", "snp", "--snp.coef", "2"], "--snp.coef must be in [0, 1]"),
+    (["--net.widths"], "--net.widths needs one or more positive layer widths"),
+    (["--env", "craftax:Craftax-Foo-v1"], "unknown craftax env"),
+    (["--pqn.learning-rate", "1e-3"], "applies to --algo pqn, not --algo ppo"),
+    (["--algo", "td3", "--env", "gymnax:CartPole-v1"], "td3"),
+    (["--algo", "pqn", "--env", "gymnax:Pendulum-v1"], "discrete"),
+    (["--algo", "td3", "--env", "gymnax:Pendulum-v1", "--td3.tau", "1.5"], "--td3.tau"),
+    (["--algo", "c51", "--c51.v-min", "5", "--c51.v-max", "1"], "--c51.v-min"),
+    (["--preset", "atari"], "unknown ppo preset"),
+    (["--metrics.cadence", "epoch"], "--metrics.cadence"),
 ])
 def test_bad_input_one_clear_line(tmp_path, args, needle):
     r = _cli("train", "--total-timesteps", "1024", "--num-seeds", "1", "--out", str(tmp_path / "bad"),
@@ -78,6 +90,40 @@ def test_bad_input_one_clear_line(tmp_path, args, needle):
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], r.stderr
     assert not (tmp_path / "bad" / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("algo,env,steps", [
+    ("pqn", "gymnax:CartPole-v1", "4096"),
+    ("c51", "gymnax:CartPole-v1", "1200"),
+    ("td3", "gymnax:Pendulum-v1", "1200"),
+    ("sac", "gymnax:Pendulum-v1", "1200"),
+])
+def test_every_learner_trains_from_the_cli(tmp_path, algo, env, steps):
+    """Each learner writes config.json (its own section) and metrics.jsonl rows for both seeds with per-unit
+    plasticity metrics; a too-short schedule is announced with one warning line."""
+    out = tmp_path / algo
+    extra = [f"--{algo}.learning-starts", "400"] if algo in ("c51", "td3", "sac") else []
+    r = _cli("train", "--algo", algo, "--env", env, "--num-seeds", "2", "--total-timesteps", steps,
+             "--metrics.every", "2", "--log-every", "1", "--out", str(out), "--no-wandb", *extra)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cfg = json.loads((out / "config.json").read_text())
+    assert algo in cfg and cfg["run"]["algo"] == algo
+    rows = _rows(out)
+    assert {row["seed"] for row in rows} == {0, 1}
+    units = ("actor/", "critic/") if algo in ("td3", "sac") else ("",)
+    last = [row for row in rows if row["update"] == max(r["update"] for r in rows)]
+    for row in last:
+        for u in units:
+            for m in ("dormant_ratio", "stable_rank", "weight_magnitude", "gradient_norm"):
+                assert row.get(f"plasticity/{u}{m}") is not None, (u, m, sorted(row))
+
+
+def test_unreachable_schedule_warns_in_one_line(tmp_path):
+    r = _cli("train", "--total-timesteps", "5120", "--num-seeds", "1", "--interventions", "rl", "--out",
+             str(tmp_path / "w"), "--no-wandb")
+    assert r.returncode == 0, r.stderr[-2000:]
+    warn = [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warn) == 1 and "--rl.frequency 1000" in warn[0] and "10 updates" in warn[0], r.stderr
 
 
 def test_refuses_to_overwrite_a_run(tmp_path):
@@ -93,5 +139,6 @@ def test_help_lists_options():
     r = _cli("train", "--help")
     assert r.returncode == 0
     for opt in ("--num-seeds", "--total-timesteps", "--interventions", "--sweep", "--snp.coef", "--redo.tau",
-                "--ppo.learning-rate", "--metrics.every", "--track", "--wandb-project"):
+                "--ppo.learning-rate", "--metrics.every", "--track", "--wandb-project", "--algo", "--pqn.q-lambda",
+                "--td3.policy-noise", "--sac.alpha", "--c51.n-atoms", "--metrics.cadence"):
         assert opt in r.stdout, opt

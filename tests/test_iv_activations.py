@@ -20,9 +20,9 @@ ACTIONS = 3
 
 
 def _network(name: str, cfg: NetConfig, obs_shape):
-    (iv,) = compose(resolve([name]))
+    iv = compose(resolve([name]))
     assert iv.activation == name
-    cfg = apply_net_transforms(cfg, (iv,))
+    cfg = apply_net_transforms(cfg, iv)
     assert cfg.activation == name
     return make_network(cfg, obs_shape, ACTIONS, continuous=False)
 

@@ -54,8 +54,8 @@ def _np_run(theta, grads, wd, variant="coupled"):
 
 
 def _jax_run(theta, grads, wd):
-    (iv,) = compose(resolve(["l2"]))
-    tx = build_optimizer((iv,), {"l2.weight_decay": wd}, LR, MAX_NORM, EPS)
+    iv = compose(resolve(["l2"]))
+    tx = build_optimizer(iv, {"l2.weight_decay": wd}, LR, MAX_NORM, EPS, None)
     params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), theta)
     state = tx.init(params)
     for g in grads:
@@ -70,8 +70,8 @@ def test_alias_hparam_and_chain_layout():
     assert default_hparams(ivs) == {"l2.weight_decay": 1e-3}
     assert default_hparams(compose(resolve(["l2"], {"l2": l2.Options(weight_decay=0.05)}))) == {
         "l2.weight_decay": 0.05}
-    tx = build_optimizer(ivs, {"l2.weight_decay": jnp.float32(1e-3)}, LR, MAX_NORM, EPS)
-    assert list(tx.init({"w": jnp.zeros(2)}).keys()) == ["clip", "l2_grad", "base"]
+    tx = build_optimizer(ivs, {"l2.weight_decay": jnp.float32(1e-3)}, LR, MAX_NORM, EPS, None)
+    assert list(tx.init({"w": jnp.zeros(2)}).keys()) == ["clip", "grad", "base"]
 
 
 def test_steps_equal_clip_then_coupled_l2_then_adam_under_vmap():
@@ -111,5 +111,5 @@ def test_trainer_exposes_weight_decay_as_vmappable_hparam():
 
     trainer = make_train(PRESETS["cartpole"], "gymnax:CartPole-v1", 4096, resolve(["l2"]))
     assert trainer.default_hparams()["l2.weight_decay"] == 1e-3
-    hp = trainer._hparams({"l2.weight_decay": 0.25})
+    hp = trainer.init(jax.random.PRNGKey(0), {"l2.weight_decay": 0.25}).units["agent"].hp
     assert hp["l2.weight_decay"].dtype == jnp.float32 and float(hp["l2.weight_decay"]) == 0.25

@@ -285,14 +285,14 @@ def make_train(
     validate(cfg)
     iv = compose([interventions] if isinstance(interventions, Intervention) else list(interventions))
     metrics = metrics or MetricsConfig()
+    env = make_env(env_id, cfg.num_envs)
+    if isinstance(env.action_space, Box):
+        raise ConfigError(f"c51 needs a discrete action space; use td3 or sac for {env_id}")
     per_update = cfg.num_envs * cfg.steps_per_update
     num_updates = total_timesteps // per_update
     if num_updates < 1:
         raise ConfigError(f"--total-timesteps {total_timesteps} is less than one update ({per_update} env steps); "
                           f"raise it or lower --c51.steps-per-update")
-    env = make_env(env_id, cfg.num_envs)
-    if isinstance(env.action_space, Box):
-        raise ConfigError(f"c51 needs a discrete action space; use td3 or sac for {env_id}")
     network = make_q_network(apply_net_transforms(cfg.net, iv), env.observation_space.shape, env.action_space.n,
                              cfg.n_atoms)
     steps = cfg.steps_per_update // cfg.train_frequency

@@ -221,13 +221,13 @@ def make_train(
     validate(cfg)
     iv = compose([interventions] if isinstance(interventions, Intervention) else list(interventions))
     metrics = metrics or MetricsConfig()
+    env = make_env(env_id, cfg.num_envs)
+    if isinstance(env.action_space, Box):
+        raise ConfigError(f"pqn needs a discrete action space; use td3 or sac for {env_id}")
     batch = cfg.num_envs * cfg.num_steps
     num_updates = total_timesteps // batch
     if num_updates < 1:
         raise ConfigError(f"--total-timesteps {total_timesteps} is less than one rollout ({batch} steps); raise it")
-    env = make_env(env_id, cfg.num_envs)
-    if isinstance(env.action_space, Box):
-        raise ConfigError(f"pqn needs a discrete action space; use td3 or sac for {env_id}")
     network = make_q_network(apply_net_transforms(cfg.net, iv), env.observation_space.shape, env.action_space.n)
     steps = cfg.update_epochs * cfg.num_minibatches
     hp0 = L.all_hparams({k: float(getattr(cfg, k)) for k in LEARNER_HPARAMS}, iv)

@@ -277,13 +277,13 @@ def make_train(
     validate(cfg)
     iv = compose([interventions] if isinstance(interventions, Intervention) else list(interventions))
     metrics = metrics or MetricsConfig()
+    env = make_env(env_id, cfg.num_envs)
+    space = continuous_space(env, env_id, "sac")
     batch = cfg.num_envs * cfg.steps_per_update
     num_updates = total_timesteps // batch
     if num_updates < 1:
         raise ConfigError(f"--total-timesteps {total_timesteps} is less than one update ({batch} env steps = "
                           f"--sac.num-envs x --sac.steps-per-update); raise it")
-    env = make_env(env_id, cfg.num_envs)
-    space = continuous_space(env, env_id, "sac")
     net_cfg = apply_net_transforms(cfg.net, iv)
     obs_shape = env.observation_space.shape
     hp0 = L.all_hparams({k: float(getattr(cfg, k)) for k in LEARNER_HPARAMS}, iv)

@@ -75,13 +75,13 @@ def run(cfg: RunConfig) -> RunResult:
     """Train every (sweep point x seed) in one vmapped, chunk-compiled loop and write the outputs."""
     opts = cfg.run
     learner = build_learner(cfg)
-    for line in learner.warnings:
-        print(f"warning: {line}", file=sys.stderr)
     sweep = list(parse_sweep(opts.sweep, learner.default_hparams()))
     seeds = [opts.seed + i for i in range(opts.num_seeds)]
     runs = [(s, p) for p in sweep for s in seeds]
     out = Path(opts.out)
     _prepare_out(out, opts.overwrite)
+    for line in learner.warnings:  # only once the input is known to be good
+        print(f"warning: {line}", file=sys.stderr)
     (out / "config.json").write_text(json.dumps(resolved_config_dict(cfg, learner, seeds, sweep), indent=2))
 
     keys = jnp.stack([jax.random.PRNGKey(s) for s, _ in runs])
