@@ -227,6 +227,3 @@ def make_train(
                             steps_per_update=steps, env_steps_per_update=batch, clip=cfg.clip)
     warns = L.schedule_warnings(iv, metrics, num_updates)
     return PPO(cfg, env_id, total_timesteps, iv, metrics, env, unit, continuous, num_updates, warns)
-
-
-Trainer = PPO  # the name this class had before the learner-agnostic core
