@@ -44,7 +44,7 @@ from plasticine_jax.algos.replay import replay_add, replay_init, replay_sample
 from plasticine_jax.algos.state import RunState, StepCounter
 from plasticine_jax.envs import Box, make_env
 from plasticine_jax.errors import ConfigError
-from plasticine_jax.interventions.base import Intervention, apply_net_transforms, compose
+from plasticine_jax.interventions.base import Intervention, apply_net_transforms
 from plasticine_jax.metrics.config import MetricsConfig
 from plasticine_jax.nets.qnet import make_q_network
 
@@ -91,7 +91,7 @@ def blocks_reached(update_idx: jax.Array, block_idx: jax.Array, blocks_per_updat
 
 
 @dataclass(frozen=True)
-class C51:
+class C51(L.UpdateLoop):
     """A compiled-run recipe (the ``Learner`` protocol). All methods are pure and vmappable."""
 
     cfg: C51Config
@@ -256,20 +256,7 @@ class C51:
                               update=state.update + 1, buffer=buffer)
         return state, out
 
-    # ------------------------------------------------------------------ public entry points
-    def run_updates(self, state: RunState, start: int | jax.Array, num: int):
-        """Run ``num`` updates starting at global update index ``start`` (unbatched under vmap)."""
-        idx = jnp.asarray(start, jnp.int32) + jnp.arange(num, dtype=jnp.int32)
-        return jax.lax.scan(self._update, state, idx)
-
-    def train(self, key: jax.Array, hparams: dict | None = None):
-        """The whole run for one seed: returns (final carry, metrics stacked over updates)."""
-        return self.run_updates(self.init(key, hparams), 0, self.num_updates)
-
-    def metric_names(self) -> list[str]:
-        shapes = jax.eval_shape(lambda k: self.run_updates(self.init(k), 0, 1)[1], jax.random.PRNGKey(0))
-        return sorted(shapes)
-
+    # ------------------------------------------------------------------ driver-facing description
     def config_dict(self) -> dict:
         return {"c51": asdict(self.cfg), "net_after_interventions": asdict(self.network.cfg)}
 
@@ -283,7 +270,7 @@ def make_train(
 ) -> C51:
     """Build a ``C51``: ``jax.jit(jax.vmap(c51.train))(keys)`` trains independent seeds."""
     validate(cfg)
-    iv = compose([interventions] if isinstance(interventions, Intervention) else list(interventions))
+    iv = L.compose_interventions(interventions)
     metrics = metrics or MetricsConfig()
     env = make_env(env_id, cfg.num_envs)
     if isinstance(env.action_space, Box):

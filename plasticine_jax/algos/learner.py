@@ -19,7 +19,7 @@ import optax
 
 from plasticine_jax.algos.state import RunState, Unit
 from plasticine_jax.errors import ConfigError
-from plasticine_jax.interventions.base import Context, Intervention, build_optimizer, default_hparams
+from plasticine_jax.interventions.base import Context, Intervention, build_optimizer, compose, default_hparams
 from plasticine_jax.interventions.surgery import every
 from plasticine_jax.metrics.collect import activation_metrics, heavy_metric_names, metric_prefix, weight_metrics
 from plasticine_jax.metrics.config import MetricsConfig
@@ -47,6 +47,30 @@ class Learner(Protocol):
     def metric_names(self) -> list[str]: ...
 
     def config_dict(self) -> dict: ...
+
+
+class UpdateLoop:
+    """The entry points every learner shares, given its ``init(key, hparams)``, ``_update(state, idx)`` and
+    ``num_updates``: the whole run and chunks of it are one ``lax.scan`` over unbatched update indices."""
+
+    def run_updates(self, state: RunState, start: int | jax.Array, num: int) -> tuple[RunState, dict]:
+        """Run ``num`` updates starting at global update index ``start`` (unbatched under vmap)."""
+        idx = jnp.asarray(start, jnp.int32) + jnp.arange(num, dtype=jnp.int32)
+        return jax.lax.scan(self._update, state, idx)
+
+    def train(self, key: jax.Array, hparams: dict | None = None) -> tuple[RunState, dict]:
+        """The whole run for one seed: returns (final carry, metrics stacked over updates)."""
+        return self.run_updates(self.init(key, hparams), 0, self.num_updates)
+
+    def metric_names(self) -> list[str]:
+        """Every key of the per-update metrics (traced, not run)."""
+        shapes = jax.eval_shape(lambda k: self.run_updates(self.init(k), 0, 1)[1], jax.random.PRNGKey(0))
+        return sorted(shapes)
+
+
+def compose_interventions(interventions: Intervention | list | tuple) -> Intervention:
+    """One composed intervention from an intervention or a list of them (``make_train``'s argument)."""
+    return compose([interventions] if isinstance(interventions, Intervention) else list(interventions))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from plasticine_jax.algos.state import RunState, StepCounter
 from plasticine_jax.envs import Box, make_env
 from plasticine_jax.envs.normalize import wrap_env
 from plasticine_jax.errors import ConfigError
-from plasticine_jax.interventions.base import Intervention, apply_net_transforms, compose
+from plasticine_jax.interventions.base import Intervention, apply_net_transforms
 from plasticine_jax.metrics.collect import feature_metrics, metric_prefix, torso_features
 from plasticine_jax.metrics.config import MetricsConfig
 from plasticine_jax.nets import make_network
@@ -45,7 +45,7 @@ class Transition:
 
 
 @dataclass(frozen=True)
-class PPO:
+class PPO(L.UpdateLoop):
     """A compiled-run recipe (the ``Learner`` protocol). All methods are pure and vmappable."""
 
     cfg: PPOConfig
@@ -182,20 +182,7 @@ class PPO:
                               steps=state.steps.add(batch_size), update=state.update + 1)
         return state, out
 
-    # ------------------------------------------------------------------ public entry points
-    def run_updates(self, state: RunState, start: int | jax.Array, num: int):
-        """Run ``num`` updates starting at global update index ``start`` (unbatched under vmap)."""
-        idx = jnp.asarray(start, jnp.int32) + jnp.arange(num, dtype=jnp.int32)
-        return jax.lax.scan(self._update, state, idx)
-
-    def train(self, key: jax.Array, hparams: dict | None = None):
-        """The whole run for one seed: returns (final carry, metrics stacked over updates)."""
-        return self.run_updates(self.init(key, hparams), 0, self.num_updates)
-
-    def metric_names(self) -> list[str]:
-        shapes = jax.eval_shape(lambda k: self.run_updates(self.init(k), 0, 1)[1], jax.random.PRNGKey(0))
-        return sorted(shapes)
-
+    # ------------------------------------------------------------------ driver-facing description
     def config_dict(self) -> dict:
         return {"ppo": asdict(self.cfg), "net_after_interventions": asdict(self.network.cfg)}
 
@@ -208,7 +195,7 @@ def make_train(
     metrics: MetricsConfig | None = None,
 ) -> PPO:
     """Build a ``PPO``: ``jax.jit(jax.vmap(ppo.train))(keys)`` trains independent seeds."""
-    iv = compose([interventions] if isinstance(interventions, Intervention) else list(interventions))
+    iv = L.compose_interventions(interventions)
     metrics = metrics or MetricsConfig()
     batch = cfg.num_envs * cfg.num_steps
     if batch % cfg.num_minibatches:

@@ -29,7 +29,7 @@ from plasticine_jax.algos.pqn_losses import epsilon_greedy, linear_schedule, pqn
 from plasticine_jax.algos.state import RunState, StepCounter
 from plasticine_jax.envs import Box, make_env
 from plasticine_jax.errors import ConfigError
-from plasticine_jax.interventions.base import Intervention, apply_net_transforms, compose
+from plasticine_jax.interventions.base import Intervention, apply_net_transforms
 from plasticine_jax.metrics.config import MetricsConfig
 from plasticine_jax.nets.qnet import make_q_network
 
@@ -60,7 +60,7 @@ def epsilon_at(hp: dict, steps: StepCounter, decay_steps: float) -> jax.Array:
 
 
 @dataclass(frozen=True)
-class PQN:
+class PQN(L.UpdateLoop):
     """A compiled-run recipe (the ``Learner`` protocol). All methods are pure and vmappable."""
 
     cfg: PQNConfig
@@ -192,20 +192,7 @@ class PQN:
                               steps=state.steps.add(batch_size), update=state.update + 1)
         return state, out
 
-    # ------------------------------------------------------------------ public entry points
-    def run_updates(self, state: RunState, start: int | jax.Array, num: int):
-        """Run ``num`` updates starting at global update index ``start`` (unbatched under vmap)."""
-        idx = jnp.asarray(start, jnp.int32) + jnp.arange(num, dtype=jnp.int32)
-        return jax.lax.scan(self._update, state, idx)
-
-    def train(self, key: jax.Array, hparams: dict | None = None):
-        """The whole run for one seed: returns (final carry, metrics stacked over updates)."""
-        return self.run_updates(self.init(key, hparams), 0, self.num_updates)
-
-    def metric_names(self) -> list[str]:
-        shapes = jax.eval_shape(lambda k: self.run_updates(self.init(k), 0, 1)[1], jax.random.PRNGKey(0))
-        return sorted(shapes)
-
+    # ------------------------------------------------------------------ driver-facing description
     def config_dict(self) -> dict:
         return {"pqn": asdict(self.cfg), "net_after_interventions": asdict(self.network.cfg)}
 
@@ -219,7 +206,7 @@ def make_train(
 ) -> PQN:
     """Build a ``PQN``: ``jax.jit(jax.vmap(pqn.train))(keys)`` trains independent seeds."""
     validate(cfg)
-    iv = compose([interventions] if isinstance(interventions, Intervention) else list(interventions))
+    iv = L.compose_interventions(interventions)
     metrics = metrics or MetricsConfig()
     env = make_env(env_id, cfg.num_envs)
     if isinstance(env.action_space, Box):

@@ -50,7 +50,7 @@ from plasticine_jax.algos.td3 import (
 from plasticine_jax.algos.td3_losses import polyak
 from plasticine_jax.envs import make_env
 from plasticine_jax.errors import ConfigError
-from plasticine_jax.interventions.base import Intervention, apply_net_transforms, compose
+from plasticine_jax.interventions.base import Intervention, apply_net_transforms
 from plasticine_jax.metrics.config import MetricsConfig
 from plasticine_jax.nets.continuous import make_gaussian_actor, make_twin_critic
 
@@ -59,7 +59,7 @@ ACTOR, CRITIC = "actor", "critic"
 
 
 @dataclass(frozen=True)
-class SAC:
+class SAC(L.UpdateLoop):
     """A compiled-run recipe (the ``Learner`` protocol). All methods are pure and vmappable."""
 
     cfg: SACConfig
@@ -248,20 +248,7 @@ class SAC:
                               update=state.update + 1)
         return state, out
 
-    # ------------------------------------------------------------------ public entry points
-    def run_updates(self, state: RunState, start: int | jax.Array, num: int):
-        """Run ``num`` updates starting at global update index ``start`` (unbatched under vmap)."""
-        idx = jnp.asarray(start, jnp.int32) + jnp.arange(num, dtype=jnp.int32)
-        return jax.lax.scan(self._update, state, idx)
-
-    def train(self, key: jax.Array, hparams: dict | None = None):
-        """The whole run for one seed: returns (final carry, metrics stacked over updates)."""
-        return self.run_updates(self.init(key, hparams), 0, self.num_updates)
-
-    def metric_names(self) -> list[str]:
-        shapes = jax.eval_shape(lambda k: self.run_updates(self.init(k), 0, 1)[1], jax.random.PRNGKey(0))
-        return sorted(shapes)
-
+    # ------------------------------------------------------------------ driver-facing description
     def config_dict(self) -> dict:
         return {"sac": asdict(self.cfg), "net_after_interventions": asdict(self.actor.network.cfg)}
 
@@ -275,7 +262,7 @@ def make_train(
 ) -> SAC:
     """Build a ``SAC``: ``jax.jit(jax.vmap(sac.train))(keys)`` trains independent seeds."""
     validate(cfg)
-    iv = compose([interventions] if isinstance(interventions, Intervention) else list(interventions))
+    iv = L.compose_interventions(interventions)
     metrics = metrics or MetricsConfig()
     env = make_env(env_id, cfg.num_envs)
     space = continuous_space(env, env_id, "sac")
