@@ -68,7 +68,7 @@ def test_sweep_vmaps_hyperparameters(tmp_path):
     (["--interventions", "bogus"], "unknown intervention"),
     (["--interventions", "ca,dff"], "both replace the hidden activation"),
     (["--sweep", "nosuch=1,2"], "not a vmappable hyperparameter"),
-    (["--ppo.num-minibatches", "7"], "divisible"),
+    (["--ppo.num-minibatches", "7"], "--ppo.num-minibatches must be a divisor"),
     (["--interventions", "redo", "--redo.tau", "-1"], "--redo.tau must be in [0, 1)"),
     (["--ppo.clip-coef", "-0.1"], "--ppo.clip-coef must be > 0"),
     (["--interventions", "snp", "--snp.coef", "2"], "--snp.coef must be in [0, 1]"),

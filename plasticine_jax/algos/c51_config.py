@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from plasticine_jax.errors import ConfigError
+from plasticine_jax.algos.validation import Checks
 from plasticine_jax.nets import NetConfig
 
 
@@ -64,41 +64,17 @@ def default_preset(env_id: str) -> str:
     return "cartpole"
 
 
-def _flag(name: str) -> str:
-    return "--c51." + name.replace("_", "-")
-
-
 def validate(cfg: C51Config) -> None:
-    """Raise ``ConfigError`` (one line naming the flag and its valid range) on any out-of-range field."""
-    for k in ("num_envs", "steps_per_update", "buffer_size", "target_network_frequency", "batch_size",
-              "train_frequency", "metric_batch"):
-        v = getattr(cfg, k)
-        if not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{_flag(k)} must be a positive integer (got {v!r})")
-    if not isinstance(cfg.n_atoms, int) or cfg.n_atoms < 2:
-        raise ConfigError(f"{_flag('n_atoms')} must be an integer >= 2 (got {cfg.n_atoms!r})")
-    if not isinstance(cfg.learning_starts, int) or not 0 <= cfg.learning_starts < 2**31:
-        raise ConfigError(f"{_flag('learning_starts')} must be an integer in [0, 2^31) (got {cfg.learning_starts!r})")
+    """One clear line naming the flag and its valid range for any out-of-range value (called by the CLI)."""
+    c = Checks("c51", cfg)
+    c.ints("num_envs", "steps_per_update", "buffer_size", "target_network_frequency", "batch_size",
+           "train_frequency", "metric_batch").ints("n_atoms", minimum=2).ints("learning_starts", minimum=0)
     if cfg.steps_per_update % cfg.train_frequency:
-        raise ConfigError(f"{_flag('steps_per_update')} must be a multiple of {_flag('train_frequency')} "
-                          f"(got {cfg.steps_per_update} and {cfg.train_frequency})")
+        c.fail("steps_per_update", f"a multiple of {c.flag('train_frequency')} {cfg.train_frequency}")
     block = cfg.num_envs * cfg.train_frequency
-    if cfg.target_network_frequency % block or cfg.target_network_frequency // block >= 2**31:
-        raise ConfigError(f"{_flag('target_network_frequency')} must be a multiple of num_envs*train_frequency="
-                          f"{block} env steps (got {cfg.target_network_frequency})")
-    if cfg.buffer_size < cfg.num_envs:
-        raise ConfigError(f"{_flag('buffer_size')} must be >= num_envs={cfg.num_envs} (got {cfg.buffer_size})")
+    if cfg.target_network_frequency % block:
+        c.fail("target_network_frequency", f"a multiple of num_envs x train_frequency = {block} env steps")
     if not cfg.v_min < cfg.v_max:
-        raise ConfigError(f"{_flag('v_min')} must be < {_flag('v_max')} (got {cfg.v_min} and {cfg.v_max})")
-    if not cfg.learning_rate > 0:
-        raise ConfigError(f"{_flag('learning_rate')} must be > 0 (got {cfg.learning_rate})")
-    if not cfg.adam_eps > 0:
-        raise ConfigError(f"{_flag('adam_eps')} must be > 0 (got {cfg.adam_eps})")
-    if not cfg.max_grad_norm >= 0:
-        raise ConfigError(f"{_flag('max_grad_norm')} must be >= 0 (0 = no clipping) (got {cfg.max_grad_norm})")
-    if not 0 < cfg.gamma <= 1:
-        raise ConfigError(f"{_flag('gamma')} must be in (0, 1] (got {cfg.gamma})")
-    for k in ("eps_start", "eps_end", "eps_fraction"):
-        v = getattr(cfg, k)
-        if not 0 <= v <= 1:
-            raise ConfigError(f"{_flag(k)} must be in [0, 1] (got {v})")
+        c.fail("v_min", f"< {c.flag('v_max')} {cfg.v_max}")
+    (c.at_most("num_envs", "buffer_size").positive("learning_rate", "adam_eps").nonneg("max_grad_norm")
+     .unit("gamma").unit("eps_start", "eps_end", "eps_fraction", open_low=False))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from plasticine_jax.errors import ConfigError
+from plasticine_jax.algos.validation import Checks
 from plasticine_jax.nets import NetConfig
 
 
@@ -73,25 +73,8 @@ def default_preset(env_id: str) -> str:
 
 
 def validate(cfg: PPOConfig) -> None:
-    """One clear line naming the flag and its valid range for any out-of-range value."""
-    for k in ("num_envs", "num_steps", "update_epochs", "num_minibatches"):
-        if getattr(cfg, k) < 1:
-            raise ConfigError(f"--ppo.{k.replace('_', '-')} must be >= 1 (got {getattr(cfg, k)})")
-    if not cfg.learning_rate > 0:
-        raise ConfigError(f"--ppo.learning-rate must be > 0 (got {cfg.learning_rate})")
-    if not 0 < cfg.gamma <= 1:
-        raise ConfigError(f"--ppo.gamma must be in (0, 1] (got {cfg.gamma})")
-    if not 0 <= cfg.gae_lambda <= 1:
-        raise ConfigError(f"--ppo.gae-lambda must be in [0, 1] (got {cfg.gae_lambda})")
-    if not cfg.clip_coef > 0:
-        raise ConfigError(f"--ppo.clip-coef must be > 0 (got {cfg.clip_coef})")
-    for k in ("ent_coef", "vf_coef", "max_grad_norm"):
-        if getattr(cfg, k) < 0:
-            raise ConfigError(f"--ppo.{k.replace('_', '-')} must be >= 0 (got {getattr(cfg, k)})")
-    if not cfg.adam_eps > 0:
-        raise ConfigError(f"--ppo.adam-eps must be > 0 (got {cfg.adam_eps})")
-    if cfg.clip not in ("global_norm", "elementwise"):
-        raise ConfigError(f"--ppo.clip must be global_norm or elementwise (got {cfg.clip})")
-    if (cfg.num_envs * cfg.num_steps) % cfg.num_minibatches:
-        raise ConfigError(f"--ppo.num-envs x --ppo.num-steps = {cfg.num_envs * cfg.num_steps} must be divisible by "
-                          f"--ppo.num-minibatches {cfg.num_minibatches}")
+    """One clear line naming the flag and its valid range for any out-of-range value (called by the CLI)."""
+    (Checks("ppo", cfg).ints("num_envs", "num_steps", "update_epochs", "num_minibatches")
+     .divides("num_minibatches", cfg.num_envs * cfg.num_steps, "num_envs x num_steps")
+     .positive("learning_rate", "clip_coef", "adam_eps").nonneg("ent_coef", "vf_coef", "max_grad_norm")
+     .unit("gamma").unit("gae_lambda", open_low=False).one_of("clip", ("global_norm", "elementwise")))

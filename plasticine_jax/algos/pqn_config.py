@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from plasticine_jax.errors import ConfigError
+from plasticine_jax.algos.validation import Checks
 from plasticine_jax.nets import NetConfig
 
 
@@ -59,31 +59,9 @@ def default_preset(env_id: str) -> str:
     return "cartpole"
 
 
-def _flag(name: str) -> str:
-    return "--pqn." + name.replace("_", "-")
-
-
 def validate(cfg: PQNConfig) -> None:
-    """Raise ``ConfigError`` (one line naming the flag and its valid range) on any out-of-range field."""
-    for k in ("num_envs", "num_steps", "update_epochs", "num_minibatches"):
-        v = getattr(cfg, k)
-        if not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{_flag(k)} must be a positive integer (got {v!r})")
-    batch = cfg.num_envs * cfg.num_steps
-    if batch % cfg.num_minibatches:
-        raise ConfigError(f"{_flag('num_minibatches')} must divide num_envs*num_steps={batch} "
-                          f"(got {cfg.num_minibatches})")
-    if not cfg.learning_rate > 0:
-        raise ConfigError(f"{_flag('learning_rate')} must be > 0 (got {cfg.learning_rate})")
-    if cfg.optimizer not in ("radam", "adam"):
-        raise ConfigError(f"{_flag('optimizer')} must be radam or adam (got {cfg.optimizer!r})")
-    if not cfg.adam_eps > 0:
-        raise ConfigError(f"{_flag('adam_eps')} must be > 0 (got {cfg.adam_eps})")
-    if not cfg.max_grad_norm >= 0:
-        raise ConfigError(f"{_flag('max_grad_norm')} must be >= 0 (0 = no clipping) (got {cfg.max_grad_norm})")
-    if not 0 < cfg.gamma <= 1:
-        raise ConfigError(f"{_flag('gamma')} must be in (0, 1] (got {cfg.gamma})")
-    for k in ("q_lambda", "eps_start", "eps_end", "eps_fraction"):
-        v = getattr(cfg, k)
-        if not 0 <= v <= 1:
-            raise ConfigError(f"{_flag(k)} must be in [0, 1] (got {v})")
+    """One clear line naming the flag and its valid range for any out-of-range value (called by the CLI)."""
+    (Checks("pqn", cfg).ints("num_envs", "num_steps", "update_epochs", "num_minibatches")
+     .divides("num_minibatches", cfg.num_envs * cfg.num_steps, "num_envs x num_steps")
+     .positive("learning_rate", "adam_eps").one_of("optimizer", ("radam", "adam")).nonneg("max_grad_norm")
+     .unit("gamma").unit("q_lambda", "eps_start", "eps_end", "eps_fraction", open_low=False))

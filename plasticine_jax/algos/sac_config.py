@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from plasticine_jax.errors import ConfigError
+from plasticine_jax.algos.validation import Checks
 from plasticine_jax.nets import NetConfig
 
 
@@ -49,27 +49,10 @@ def default_preset(env_id: str) -> str:
     return "dmc" if env_id.startswith(("dmc:", "envpool:", "brax:", "playground:")) else "pendulum"
 
 
-def _flag(name: str) -> str:
-    return f"--sac.{name.replace('_', '-')}"
-
-
 def validate(cfg: SACConfig) -> None:
     """One clear line naming the flag and its valid range for any out-of-range value (called by the CLI)."""
-    for k in ("num_envs", "steps_per_update", "buffer_size", "batch_size", "policy_frequency", "metric_batch"):
-        v = getattr(cfg, k)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ConfigError(f"{_flag(k)} must be an integer >= 1 (got {v!r})")
-    for k in ("actor_lr", "critic_lr", "alpha_lr", "adam_eps", "alpha"):
-        if not getattr(cfg, k) > 0:
-            raise ConfigError(f"{_flag(k)} must be > 0 (got {getattr(cfg, k)})")
-    for k in ("gamma", "tau"):
-        if not 0 < getattr(cfg, k) <= 1:
-            raise ConfigError(f"{_flag(k)} must be in (0, 1] (got {getattr(cfg, k)})")
-    if not cfg.max_grad_norm >= 0:
-        raise ConfigError(f"{_flag('max_grad_norm')} must be >= 0 (got {cfg.max_grad_norm})")
-    if not isinstance(cfg.learning_starts, int) or cfg.learning_starts < 0:
-        raise ConfigError(f"{_flag('learning_starts')} must be an integer >= 0 env steps (got {cfg.learning_starts!r})")
-    if cfg.batch_size > cfg.buffer_size:
-        raise ConfigError(f"{_flag('batch_size')} {cfg.batch_size} must be <= {_flag('buffer_size')} {cfg.buffer_size}")
-    if cfg.num_envs > cfg.buffer_size:
-        raise ConfigError(f"{_flag('num_envs')} {cfg.num_envs} must be <= {_flag('buffer_size')} {cfg.buffer_size}")
+    (Checks("sac", cfg).ints("num_envs", "steps_per_update", "buffer_size", "batch_size", "policy_frequency",
+                             "metric_batch")
+     .ints("learning_starts", minimum=0).positive("actor_lr", "critic_lr", "alpha_lr", "adam_eps", "alpha")
+     .unit("gamma", "tau").nonneg("max_grad_norm")
+     .at_most("batch_size", "buffer_size").at_most("num_envs", "buffer_size"))
