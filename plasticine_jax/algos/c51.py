@@ -31,7 +31,7 @@ output on 2048 replay samples). A static size keeps shapes fixed; early in a run
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -104,6 +104,7 @@ class C51(L.UpdateLoop):
     num_updates: int
     warnings: tuple[str, ...] = ()
     algo: str = "c51"
+    HPARAMS: ClassVar[tuple[str, ...]] = LEARNER_HPARAMS
 
     @property
     def env_steps_per_update(self) -> int:
@@ -142,10 +143,6 @@ class C51(L.UpdateLoop):
         return max(self.cfg.eps_fraction * self.total_timesteps, 1.0)
 
     # ------------------------------------------------------------------ setup
-    def default_hparams(self) -> dict[str, float]:
-        """Vmappable float hyperparameters: the learner's and every intervention's."""
-        return L.all_hparams({k: float(getattr(self.cfg, k)) for k in LEARNER_HPARAMS}, self.iv)
-
     def _example_transition(self) -> dict:
         obs = jnp.zeros(self.env.observation_space.shape, self.env.observation_space.dtype)
         return {"obs": obs, "action": jnp.zeros((), jnp.int32), "reward": jnp.zeros((), jnp.float32),
@@ -283,7 +280,7 @@ def make_train(
     network = make_q_network(apply_net_transforms(cfg.net, iv), env.observation_space.shape, env.action_space.n,
                              cfg.n_atoms)
     steps = cfg.steps_per_update // cfg.train_frequency
-    hp0 = L.all_hparams({k: float(getattr(cfg, k)) for k in LEARNER_HPARAMS}, iv)
+    hp0 = L.learner_hparams(cfg, LEARNER_HPARAMS, iv)
     unit = L.make_unit_spec(UNIT, network, iv, hp0, learning_rate=_constant_lr, max_grad_norm=cfg.max_grad_norm,
                             adam_eps=cfg.adam_eps, num_updates=num_updates, steps_per_update=steps,
                             env_steps_per_update=per_update, target=True)

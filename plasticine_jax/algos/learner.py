@@ -50,8 +50,13 @@ class Learner(Protocol):
 
 
 class UpdateLoop:
-    """The entry points every learner shares, given its ``init(key, hparams)``, ``_update(state, idx)`` and
-    ``num_updates``: the whole run and chunks of it are one ``lax.scan`` over unbatched update indices."""
+    """The entry points every learner shares, given its ``init(key, hparams)``, ``_update(state, idx)``,
+    ``num_updates``, ``cfg``, ``iv`` and ``HPARAMS`` (the config fields that are vmappable): the whole run and
+    chunks of it are one ``lax.scan`` over unbatched update indices."""
+
+    def default_hparams(self) -> dict[str, float]:
+        """Vmappable float hyperparameters: the learner's and every intervention's."""
+        return learner_hparams(self.cfg, self.HPARAMS, self.iv)
 
     def run_updates(self, state: RunState, start: int | jax.Array, num: int) -> tuple[RunState, dict]:
         """Run ``num`` updates starting at global update index ``start`` (unbatched under vmap)."""
@@ -212,8 +217,9 @@ def linear_lr(anneal: bool, steps_per_update: int, num_updates: int) -> Callable
     return make
 
 
-def all_hparams(learner_hp: dict[str, float], iv: Intervention) -> dict[str, float]:
-    return {**learner_hp, **default_hparams(iv)}
+def learner_hparams(cfg, names: tuple[str, ...], iv: Intervention) -> dict[str, float]:
+    """The config fields ``names`` as floats, plus every intervention's numeric options."""
+    return {**{k: float(getattr(cfg, k)) for k in names}, **default_hparams(iv)}
 
 
 def schedule_warnings(iv: Intervention, metrics: MetricsConfig, num_updates: int) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ optimizer whose global-norm clip spans actor and critic (CleanRL). Interventions
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +59,7 @@ class PPO(L.UpdateLoop):
     num_updates: int
     warnings: tuple[str, ...] = ()
     algo: str = "ppo"
+    HPARAMS: ClassVar[tuple[str, ...]] = LEARNER_HPARAMS
 
     @property
     def env_steps_per_update(self) -> int:
@@ -69,10 +70,6 @@ class PPO(L.UpdateLoop):
         return self.unit.network
 
     # ------------------------------------------------------------------ setup
-    def default_hparams(self) -> dict[str, float]:
-        """Vmappable float hyperparameters: the learner's and every intervention's."""
-        return L.all_hparams({k: float(getattr(self.cfg, k)) for k in LEARNER_HPARAMS}, self.iv)
-
     def init(self, key: jax.Array, hparams: dict | None = None) -> RunState:
         """Fresh carry for one seed. ``hparams`` overrides entries of ``default_hparams()``."""
         hp = L.resolve_hparams(self.default_hparams(), hparams)
@@ -208,7 +205,7 @@ def make_train(
     action_dim = env.action_space.shape[0] if continuous else env.action_space.n
     network = make_network(apply_net_transforms(cfg.net, iv), env.observation_space.shape, action_dim, continuous)
     steps = cfg.update_epochs * cfg.num_minibatches
-    hp0 = L.all_hparams({k: float(getattr(cfg, k)) for k in LEARNER_HPARAMS}, iv)
+    hp0 = L.learner_hparams(cfg, LEARNER_HPARAMS, iv)
     unit = L.make_unit_spec(UNIT, network, iv, hp0, learning_rate=L.linear_lr(cfg.anneal_lr, steps, num_updates),
                             max_grad_norm=cfg.max_grad_norm, adam_eps=cfg.adam_eps, num_updates=num_updates,
                             steps_per_update=steps, env_steps_per_update=batch, clip=cfg.clip)

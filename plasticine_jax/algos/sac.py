@@ -16,11 +16,10 @@ by a temperature step; and every critic step by the Polyak update of the critic 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from plasticine_jax.algos import learner as L
@@ -37,6 +36,7 @@ from plasticine_jax.algos.sac_losses import (
 from plasticine_jax.algos.state import RunState, StepCounter, Unit
 from plasticine_jax.algos.td3 import (
     TRAINED,
+    ActionBounds,
     Transition,
     constant_lr,
     continuous_space,
@@ -59,7 +59,7 @@ ACTOR, CRITIC = "actor", "critic"
 
 
 @dataclass(frozen=True)
-class SAC(L.UpdateLoop):
+class SAC(ActionBounds, L.UpdateLoop):
     """A compiled-run recipe (the ``Learner`` protocol). All methods are pure and vmappable."""
 
     cfg: SACConfig
@@ -73,36 +73,17 @@ class SAC(L.UpdateLoop):
     num_updates: int
     warnings: tuple[str, ...] = ()
     algo: str = "sac"
+    HPARAMS: ClassVar[tuple[str, ...]] = LEARNER_HPARAMS
 
     @property
     def env_steps_per_update(self) -> int:
         return self.cfg.num_envs * self.cfg.steps_per_update
 
     @property
-    def action_low(self) -> np.ndarray:
-        return self.env.action_space.low_array
-
-    @property
-    def action_high(self) -> np.ndarray:
-        return self.env.action_space.high_array
-
-    @property
-    def action_scale(self) -> np.ndarray:
-        return (self.action_high - self.action_low) / 2.0
-
-    @property
-    def action_bias(self) -> np.ndarray:
-        return (self.action_high + self.action_low) / 2.0
-
-    @property
     def target_entropy(self) -> float:
         return -float(self.action_low.shape[0])  # -|A| (CleanRL)
 
     # ------------------------------------------------------------------ setup
-    def default_hparams(self) -> dict[str, float]:
-        """Vmappable float hyperparameters: the learner's and every intervention's."""
-        return L.all_hparams({k: float(getattr(self.cfg, k)) for k in LEARNER_HPARAMS}, self.iv)
-
     def _alpha_tx(self, hp: dict) -> optax.GradientTransformation:
         return optax.adam(hp["alpha_lr"], eps=self.cfg.adam_eps)
 
@@ -273,7 +254,7 @@ def make_train(
                           f"--sac.num-envs x --sac.steps-per-update); raise it")
     net_cfg = apply_net_transforms(cfg.net, iv)
     obs_shape = env.observation_space.shape
-    hp0 = L.all_hparams({k: float(getattr(cfg, k)) for k in LEARNER_HPARAMS}, iv)
+    hp0 = L.learner_hparams(cfg, LEARNER_HPARAMS, iv)
     common = dict(max_grad_norm=cfg.max_grad_norm, adam_eps=cfg.adam_eps, num_updates=num_updates,
                   env_steps_per_update=batch, steps_per_update=cfg.steps_per_update)
     actor = L.make_unit_spec(ACTOR, make_gaussian_actor(net_cfg, obs_shape, space.shape[0]), iv, hp0,

@@ -15,7 +15,7 @@ and the scan index, so the ``lax.cond``s stay real branches under ``vmap`` over 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -64,6 +64,27 @@ def continuous_space(env: Any, env_id: str, algo: str) -> Box:
     if len(space.shape) != 1:
         raise ConfigError(f"{algo} needs a 1-D Box action space; {env_id} has shape {space.shape}")
     return space
+
+
+class ActionBounds:
+    """Static (numpy) action bounds of a Box env, shared by TD3 and SAC: scale and bias map a tanh output in
+    [-1, 1] onto [low, high]."""
+
+    @property
+    def action_low(self) -> np.ndarray:
+        return self.env.action_space.low_array
+
+    @property
+    def action_high(self) -> np.ndarray:
+        return self.env.action_space.high_array
+
+    @property
+    def action_scale(self) -> np.ndarray:
+        return (self.action_high - self.action_low) / 2.0
+
+    @property
+    def action_bias(self) -> np.ndarray:
+        return (self.action_high + self.action_low) / 2.0
 
 
 def constant_lr(name: str):
@@ -119,7 +140,7 @@ def init_buffer(capacity: int, obs_shape, action_dim: int):
 
 
 @dataclass(frozen=True)
-class TD3(L.UpdateLoop):
+class TD3(ActionBounds, L.UpdateLoop):
     """A compiled-run recipe (the ``Learner`` protocol). All methods are pure and vmappable."""
 
     cfg: TD3Config
@@ -133,33 +154,13 @@ class TD3(L.UpdateLoop):
     num_updates: int
     warnings: tuple[str, ...] = ()
     algo: str = "td3"
+    HPARAMS: ClassVar[tuple[str, ...]] = LEARNER_HPARAMS
 
     @property
     def env_steps_per_update(self) -> int:
         return self.cfg.num_envs * self.cfg.steps_per_update
 
-    # action bounds (numpy, static): scale/bias map the tanh output in [-1, 1] onto [low, high]
-    @property
-    def action_low(self) -> np.ndarray:
-        return self.env.action_space.low_array
-
-    @property
-    def action_high(self) -> np.ndarray:
-        return self.env.action_space.high_array
-
-    @property
-    def action_scale(self) -> np.ndarray:
-        return (self.action_high - self.action_low) / 2.0
-
-    @property
-    def action_bias(self) -> np.ndarray:
-        return (self.action_high + self.action_low) / 2.0
-
     # ------------------------------------------------------------------ setup
-    def default_hparams(self) -> dict[str, float]:
-        """Vmappable float hyperparameters: the learner's and every intervention's."""
-        return L.all_hparams({k: float(getattr(self.cfg, k)) for k in LEARNER_HPARAMS}, self.iv)
-
     def init(self, key: jax.Array, hparams: dict | None = None) -> RunState:
         """Fresh carry for one seed: both units (targets = copies of the online nets), env, empty replay."""
         hp = L.resolve_hparams(self.default_hparams(), hparams)
@@ -308,7 +309,7 @@ def make_train(
                           f"--td3.num-envs x --td3.steps-per-update); raise it")
     net_cfg = apply_net_transforms(cfg.net, iv)
     obs_shape = env.observation_space.shape
-    hp0 = L.all_hparams({k: float(getattr(cfg, k)) for k in LEARNER_HPARAMS}, iv)
+    hp0 = L.learner_hparams(cfg, LEARNER_HPARAMS, iv)
     common = dict(max_grad_norm=cfg.max_grad_norm, adam_eps=cfg.adam_eps, num_updates=num_updates,
                   env_steps_per_update=batch)
     actor = L.make_unit_spec(ACTOR, make_deterministic_actor(net_cfg, obs_shape, space.shape[0]), iv, hp0,
