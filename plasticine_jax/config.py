@@ -183,6 +183,7 @@ def validate_metrics(m: MetricsConfig) -> None:
 
 def validate_net(n: NetConfig) -> None:
     from plasticine_jax.nets.activations import _ACTIVATIONS
+    from plasticine_jax.nets.initializers import INITS
     from plasticine_jax.nets.torsos import TORSOS
 
     if n.torso not in TORSOS:
@@ -193,8 +194,8 @@ def validate_net(n: NetConfig) -> None:
     if n.activation not in _ACTIVATIONS:
         raise ConfigError(f"--net.activation must be one of {', '.join(_ACTIVATIONS)} (got {n.activation})")
     for k in ("init", "head_init"):
-        if getattr(n, k) not in ("orthogonal", "torch"):
-            raise ConfigError(f"--net.{k.replace('_', '-')} must be orthogonal or torch (got {getattr(n, k)})")
+        if getattr(n, k) not in INITS:
+            raise ConfigError(f"--net.{k.replace('_', '-')} must be one of {', '.join(INITS)} (got {getattr(n, k)})")
     if n.ln_eps <= 0:
         raise ConfigError(f"--net.ln-eps must be > 0 (got {n.ln_eps})")
     if any(c < 1 for c in n.channels):

@@ -162,6 +162,11 @@ class C51(L.UpdateLoop):
         """Q = sum_k softmax(logits)_k z_k, [B, A]."""
         return q_values(self.network.apply(params, unit.net_state, obs), self.support)
 
+    def eval_action(self, units: dict, obs: jax.Array, key: jax.Array) -> jax.Array:
+        """Evaluation policy (``algos.evaluate``): epsilon-greedy with ``cfg.eval_epsilon``."""
+        unit = units[UNIT]
+        return epsilon_greedy(key, self._q(unit.params, unit, obs), self.cfg.eval_epsilon)
+
     def _epsilon(self, hp: dict, steps: StepCounter) -> jax.Array:
         """1 (uniform random) before ``learning_starts``, then the linear schedule at the global step."""
         eps = linear_schedule(hp["eps_start"], hp["eps_end"], self.eps_decay_steps, steps.as_float())
@@ -283,7 +288,7 @@ def make_train(
     hp0 = L.learner_hparams(cfg, LEARNER_HPARAMS, iv)
     unit = L.make_unit_spec(UNIT, network, iv, hp0, learning_rate=_constant_lr, max_grad_norm=cfg.max_grad_norm,
                             adam_eps=cfg.adam_eps, num_updates=num_updates, steps_per_update=steps,
-                            env_steps_per_update=per_update, target=True)
+                            env_steps_per_update=per_update, target=True, clip=cfg.clip)
     warns = L.schedule_warnings(iv, metrics, num_updates)
     run_steps = num_updates * per_update
     if cfg.learning_starts >= run_steps:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from plasticine_jax.algos.validation import Checks
+from plasticine_jax.interventions.base import CLIPS
 from plasticine_jax.nets import NetConfig
 
 
@@ -26,10 +27,12 @@ class C51Config:
     batch_size: int = 32
     eps_start: float = 1.0
     eps_end: float = 0.01
+    eval_epsilon: float = 0.005  # epsilon of the evaluation policy (algos.evaluate; rejax: 0.005)
     eps_fraction: float = 0.1
     learning_starts: int = 80_000  # env steps of random actions before the first gradient step
     train_frequency: int = 4  # env steps per gradient step
     max_grad_norm: float = 0.0  # 0 = no clipping (reference)
+    clip: str = "global_norm"  # with max_grad_norm > 0: global_norm per unit | elementwise (rejax)
     metric_batch: int = 2048  # replay transitions for the heavy metrics (reference N: 2048), drawn uniformly
     net: NetConfig = field(default_factory=lambda: NetConfig(
         torso="nature_cnn", widths=(512,), activation="relu", shared=True, init="torch", head_init="torch"))
@@ -76,5 +79,5 @@ def validate(cfg: C51Config) -> None:
         c.fail("target_network_frequency", f"a multiple of num_envs x train_frequency = {block} env steps")
     if not cfg.v_min < cfg.v_max:
         c.fail("v_min", f"< {c.flag('v_max')} {cfg.v_max}")
-    (c.at_most("num_envs", "buffer_size").positive("learning_rate", "adam_eps").nonneg("max_grad_norm")
-     .unit("gamma").unit("eps_start", "eps_end", "eps_fraction", open_low=False))
+    (c.at_most("num_envs", "buffer_size").positive("learning_rate", "adam_eps").nonneg("max_grad_norm").one_of("clip", CLIPS)
+     .unit("gamma").unit("eps_start", "eps_end", "eval_epsilon", "eps_fraction", open_low=False))

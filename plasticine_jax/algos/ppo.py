@@ -105,6 +105,16 @@ class PPO(L.UpdateLoop):
             env_step, (state.env_state, state.obs, state.key), None, self.cfg.num_steps)
         return traj, env_state, obs, key
 
+    def eval_action(self, units: dict, obs: jax.Array, key: jax.Array) -> jax.Array:
+        """Evaluation policy (``algos.evaluate``): a sample from the policy, clipped to a Box's bounds."""
+        unit = units[UNIT]
+        policy_out, _ = self.network.apply(unit.params, unit.net_state, obs)
+        action = distribution(policy_out, self.continuous)[0](key)
+        if self.continuous:
+            box = self.env.action_space
+            action = jnp.clip(action, box.low_array, box.high_array)
+        return action
+
     # ------------------------------------------------------------------ loss
     def _loss(self, params, unit, mb):
         hp = unit.hp

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from plasticine_jax.algos.validation import Checks
+from plasticine_jax.interventions.base import CLIPS
 from plasticine_jax.nets import NetConfig
 
 
@@ -25,7 +26,9 @@ class PPOConfig:
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
-    clip: str = "global_norm"  # global_norm: one clip over actor and critic (CleanRL) | elementwise (optax.clip)
+    # gradient clip at max_grad_norm: global_norm = one norm over actor and critic (CleanRL) | per_network = one
+    # per tower (two optimizers) | elementwise = optax.clip per entry (rejax)
+    clip: str = "global_norm"
     norm_adv: bool = True  # per minibatch, (A - mean) / (std_unbiased + 1e-8)
     adam_eps: float = 1e-5
     bootstrap_truncation: bool = True  # r += gamma * V(final_obs) on truncated steps
@@ -77,4 +80,4 @@ def validate(cfg: PPOConfig) -> None:
     (Checks("ppo", cfg).ints("num_envs", "num_steps", "update_epochs", "num_minibatches")
      .divides("num_minibatches", cfg.num_envs * cfg.num_steps, "num_envs x num_steps")
      .positive("learning_rate", "clip_coef", "adam_eps").nonneg("ent_coef", "vf_coef", "max_grad_norm")
-     .unit("gamma").unit("gae_lambda", open_low=False).one_of("clip", ("global_norm", "elementwise")))
+     .unit("gamma").unit("gae_lambda", open_low=False).one_of("clip", CLIPS))

@@ -102,6 +102,11 @@ class PQN(L.UpdateLoop):
     def _q(self, params, unit, obs) -> jax.Array:
         return self.network.apply(params, unit.net_state, obs)
 
+    def eval_action(self, units: dict, obs: jax.Array, key: jax.Array) -> jax.Array:
+        """Evaluation policy (``algos.evaluate``): epsilon-greedy with ``cfg.eval_epsilon``."""
+        unit = units[UNIT]
+        return epsilon_greedy(key, self._q(unit.params, unit, obs), self.cfg.eval_epsilon)
+
     def _rollout(self, state: RunState):
         """``num_steps`` epsilon-greedy steps of every env; epsilon is evaluated at the global env step after
         the step (CleanRL increments ``global_step`` before computing it), one coin per env."""
@@ -217,6 +222,6 @@ def make_train(
     hp0 = L.learner_hparams(cfg, LEARNER_HPARAMS, iv)
     unit = L.make_unit_spec(UNIT, network, iv, hp0, learning_rate=L.linear_lr(cfg.anneal_lr, steps, num_updates),
                             max_grad_norm=cfg.max_grad_norm, adam_eps=cfg.adam_eps, num_updates=num_updates,
-                            steps_per_update=steps, env_steps_per_update=batch, optimizer=cfg.optimizer)
+                            steps_per_update=steps, env_steps_per_update=batch, optimizer=cfg.optimizer, clip=cfg.clip)
     warns = L.schedule_warnings(iv, metrics, num_updates)
     return PQN(cfg, env_id, total_timesteps, iv, metrics, env, unit, num_updates, warns)

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from plasticine_jax.algos.validation import Checks
+from plasticine_jax.interventions.base import CLIPS
 from plasticine_jax.nets import NetConfig
 
 
@@ -23,10 +24,12 @@ class PQNConfig:
     optimizer: str = "radam"  # radam (reference, torch RAdam) | adam
     adam_eps: float = 1e-8
     max_grad_norm: float = 10.0
+    clip: str = "global_norm"  # global_norm (reference) | elementwise (rejax) | per_network (= global: one net)
     gamma: float = 0.99
     q_lambda: float = 0.65
     eps_start: float = 1.0
     eps_end: float = 0.01
+    eval_epsilon: float = 0.005  # epsilon of the evaluation policy (algos.evaluate; rejax: 0.005)
     eps_fraction: float = 0.1  # fraction of total_timesteps over which epsilon decays linearly
     bootstrap_truncation: bool = True  # r += gamma * max_a Q(final_obs) on truncated steps (reference: done)
     net: NetConfig = field(default_factory=lambda: NetConfig(
@@ -63,5 +66,5 @@ def validate(cfg: PQNConfig) -> None:
     """One clear line naming the flag and its valid range for any out-of-range value (called by the CLI)."""
     (Checks("pqn", cfg).ints("num_envs", "num_steps", "update_epochs", "num_minibatches")
      .divides("num_minibatches", cfg.num_envs * cfg.num_steps, "num_envs x num_steps")
-     .positive("learning_rate", "adam_eps").one_of("optimizer", ("radam", "adam")).nonneg("max_grad_norm")
-     .unit("gamma").unit("q_lambda", "eps_start", "eps_end", "eps_fraction", open_low=False))
+     .positive("learning_rate", "adam_eps").one_of("optimizer", ("radam", "adam")).nonneg("max_grad_norm").one_of("clip", CLIPS)
+     .unit("gamma").unit("q_lambda", "eps_start", "eps_end", "eval_epsilon", "eps_fraction", open_low=False))

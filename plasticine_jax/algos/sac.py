@@ -108,6 +108,11 @@ class SAC(ActionBounds, L.UpdateLoop):
         mean, raw_log_std = self.actor.network.apply(params, net_state, obs)
         return tanh_gaussian_sample(key, mean, log_std_bounds(raw_log_std), self.action_scale, self.action_bias)
 
+    def eval_action(self, units: dict, obs: jax.Array, key: jax.Array) -> jax.Array:
+        """Evaluation policy (``algos.evaluate``): a sample from the tanh-Gaussian policy."""
+        actor = units[ACTOR]
+        return self._sample(actor.params, actor.net_state, obs, key)[0]
+
     def _act(self, actor: Unit, obs: jax.Array, key: jax.Array, warmup: jax.Array) -> jax.Array:
         """Uniform random actions during warm-up, else a policy sample."""
         k_rand, k_pi = jax.random.split(key)
@@ -255,7 +260,7 @@ def make_train(
     net_cfg = apply_net_transforms(cfg.net, iv)
     obs_shape = env.observation_space.shape
     hp0 = L.learner_hparams(cfg, LEARNER_HPARAMS, iv)
-    common = dict(max_grad_norm=cfg.max_grad_norm, adam_eps=cfg.adam_eps, num_updates=num_updates,
+    common = dict(max_grad_norm=cfg.max_grad_norm, clip=cfg.clip, adam_eps=cfg.adam_eps, num_updates=num_updates,
                   env_steps_per_update=batch, steps_per_update=cfg.steps_per_update)
     actor = L.make_unit_spec(ACTOR, make_gaussian_actor(net_cfg, obs_shape, space.shape[0]), iv, hp0,
                              learning_rate=constant_lr("actor_lr"), tag=ACTOR, **common)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from plasticine_jax.algos.validation import Checks
+from plasticine_jax.interventions.base import CLIPS
 from plasticine_jax.nets import NetConfig
 
 
@@ -29,6 +30,7 @@ class SACConfig:
     autotune: bool = True  # learn alpha towards target entropy -|A|
     bootstrap_truncation: bool = True
     max_grad_norm: float = 0.0
+    clip: str = "global_norm"  # with max_grad_norm > 0: global_norm per unit | elementwise (rejax)
     metric_batch: int = 1000
     net: NetConfig = field(default_factory=lambda: NetConfig(
         torso="mlp", widths=(256, 256), activation="relu", init="torch", head_init="torch"))
@@ -54,5 +56,5 @@ def validate(cfg: SACConfig) -> None:
     (Checks("sac", cfg).ints("num_envs", "steps_per_update", "buffer_size", "batch_size", "policy_frequency",
                              "metric_batch")
      .ints("learning_starts", minimum=0).positive("actor_lr", "critic_lr", "alpha_lr", "adam_eps", "alpha")
-     .unit("gamma", "tau").nonneg("max_grad_norm")
+     .unit("gamma", "tau").nonneg("max_grad_norm").one_of("clip", CLIPS)
      .at_most("batch_size", "buffer_size").at_most("num_envs", "buffer_size"))

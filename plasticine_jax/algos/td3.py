@@ -177,6 +177,11 @@ class TD3(ActionBounds, L.UpdateLoop):
         """Deterministic action in the env's bounds."""
         return self.actor.network.apply(params, net_state, obs) * self.action_scale + self.action_bias
 
+    def eval_action(self, units: dict, obs: jax.Array, key: jax.Array) -> jax.Array:
+        """Evaluation policy (``algos.evaluate``): the deterministic actor, no exploration noise."""
+        actor = units[ACTOR]
+        return self._policy(actor.params, actor.net_state, obs)
+
     def _act(self, actor: Unit, obs: jax.Array, key: jax.Array, warmup: jax.Array) -> jax.Array:
         """Uniform random actions during warm-up, else pi(s) + N(0, (exploration_noise * scale)^2), clipped."""
         k_rand, k_noise = jax.random.split(key)
@@ -310,7 +315,7 @@ def make_train(
     net_cfg = apply_net_transforms(cfg.net, iv)
     obs_shape = env.observation_space.shape
     hp0 = L.learner_hparams(cfg, LEARNER_HPARAMS, iv)
-    common = dict(max_grad_norm=cfg.max_grad_norm, adam_eps=cfg.adam_eps, num_updates=num_updates,
+    common = dict(max_grad_norm=cfg.max_grad_norm, clip=cfg.clip, adam_eps=cfg.adam_eps, num_updates=num_updates,
                   env_steps_per_update=batch)
     actor = L.make_unit_spec(ACTOR, make_deterministic_actor(net_cfg, obs_shape, space.shape[0]), iv, hp0,
                              learning_rate=constant_lr("actor_lr"), tag=ACTOR, target=True,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from plasticine_jax.algos.validation import Checks
+from plasticine_jax.interventions.base import CLIPS
 from plasticine_jax.nets import NetConfig
 
 
@@ -29,6 +30,7 @@ class TD3Config:
     policy_frequency: int = 2  # critic steps per actor step (and target update)
     bootstrap_truncation: bool = True  # truncation is not termination: targets bootstrap through it
     max_grad_norm: float = 0.0  # 0 = no clipping (reference)
+    clip: str = "global_norm"  # with max_grad_norm > 0: global_norm per unit | elementwise (rejax)
     metric_batch: int = 1000  # replay samples for the plasticity metrics (reference: 1000)
     net: NetConfig = field(default_factory=lambda: NetConfig(
         torso="mlp", widths=(256, 256), activation="relu", init="torch", head_init="torch"))
@@ -55,5 +57,5 @@ def validate(cfg: TD3Config) -> None:
     (Checks("td3", cfg).ints("num_envs", "steps_per_update", "buffer_size", "batch_size", "policy_frequency",
                              "metric_batch")
      .ints("learning_starts", minimum=0).positive("actor_lr", "critic_lr", "adam_eps").unit("gamma", "tau")
-     .nonneg("policy_noise", "noise_clip", "exploration_noise", "max_grad_norm")
+     .nonneg("policy_noise", "noise_clip", "exploration_noise", "max_grad_norm").one_of("clip", CLIPS)
      .at_most("batch_size", "buffer_size").at_most("num_envs", "buffer_size"))

@@ -203,6 +203,28 @@ def init_unit_state(iv: Intervention, ctx: Context, unit: Unit, key: jax.Array) 
     return iv.init(ctx, unit, key) if iv.init is not None else unit
 
 
+CLIPS = ("global_norm", "per_network", "elementwise")
+
+
+def gradient_clip(clip: str, max_norm: float, network: Network | None = None) -> optax.GradientTransformation:
+    """The gradient clip named by ``clip`` (see ``build_optimizer``)."""
+    if clip == "global_norm":
+        return optax.clip_by_global_norm(max_norm)
+    if clip == "elementwise":
+        return optax.clip(max_norm)
+    if clip == "per_network":
+        if network is None:
+            raise ConfigError("per_network gradient clipping needs the unit's network layout")
+        names = sorted({t.name for t in network.torsos})
+
+        def labels(params):
+            return jax.tree_util.tree_map_with_path(
+                lambda path, _: network.sub_network(tuple(getattr(k, "key", str(k)) for k in path)), params)
+
+        return optax.multi_transform({n: optax.clip_by_global_norm(max_norm) for n in names}, labels)
+    raise ConfigError(f"unknown gradient clipping '{clip}'; use one of {', '.join(CLIPS)}")
+
+
 def build_optimizer(
     iv: Intervention,
     hp: dict,
@@ -215,17 +237,15 @@ def build_optimizer(
 ) -> optax.GradientTransformation:
     """clip -> grad transforms -> [wrapped] base optimizer -> post transforms, as a ``named_chain``.
 
-    ``clip``: ``global_norm`` (torch's clip_grad_norm_ over the unit's params) or ``elementwise``
-    (``optax.clip``, rejax's choice); ``max_grad_norm`` None or <= 0 disables clipping. ``optimizer``:
-    ``adam`` or ``radam`` (PQN; torch's RAdam = optax's, threshold 5) with epsilon ``adam_eps``."""
+    ``clip`` (``max_grad_norm`` None or <= 0 disables it): ``global_norm`` scales the whole unit's gradient by
+    one norm over all its params (torch's clip_grad_norm_ over actor and critic together, CleanRL);
+    ``per_network`` does the same separately for each sub-network (actor tower + its head, critic tower + its
+    head; ``Network.sub_network``), as two optimizers each with their own clip would; ``elementwise`` clips
+    every gradient entry to [-max_grad_norm, max_grad_norm] (``optax.clip``, rejax). ``optimizer``: ``adam`` or
+    ``radam`` (PQN; torch's RAdam = optax's, threshold 5) with epsilon ``adam_eps``."""
     parts: list[tuple[str, optax.GradientTransformation]] = []
     if max_grad_norm is not None and max_grad_norm > 0:
-        if clip == "global_norm":
-            parts.append(("clip", optax.clip_by_global_norm(max_grad_norm)))
-        elif clip == "elementwise":
-            parts.append(("clip", optax.clip(max_grad_norm)))
-        else:
-            raise ConfigError(f"unknown gradient clipping '{clip}'; use global_norm or elementwise")
+        parts.append(("clip", gradient_clip(clip, max_grad_norm, network)))
     if iv.grad_transform is not None:
         parts.append(("grad", iv.grad_transform(hp)))
     if iv.base_optimizer is not None:

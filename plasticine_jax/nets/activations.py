@@ -24,12 +24,13 @@ _ACTIVATIONS: dict[str, tuple[Callable[[jax.Array], jax.Array], int]] = {
     "relu": (jax.nn.relu, 1),
     "tanh": (jnp.tanh, 1),
     "sigmoid": (jax.nn.sigmoid, 1),
+    "swish": (jax.nn.swish, 1),  # x * sigmoid(x) (flax nn.swish; rejax's default)
     "crelu": (crelu, 2),
     "dff": (dff, 2),
 }
 
 # Activations whose dormancy is judged on |a| (signed outputs), as the reference does for tanh and dff.
-USES_ABS = {"tanh": True, "dff": True, "relu": False, "crelu": False, "sigmoid": False}
+USES_ABS = {"tanh": True, "dff": True, "relu": False, "crelu": False, "sigmoid": False, "swish": True}
 
 
 def get_activation(name: str) -> tuple[Callable[[jax.Array], jax.Array], int]:

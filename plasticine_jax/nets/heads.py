@@ -7,16 +7,14 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from plasticine_jax.nets.initializers import orthogonal, torch_default_bias, torch_default_kernel
+from plasticine_jax.nets.initializers import kernel_and_bias, torch_default_bias, torch_default_kernel
 
 
 def _main(features: int, gain: float, init: str, fan_in: int) -> nn.Dense:
-    """The head's own Dense: orthogonal with ``gain`` and zero bias (the reference's layer_init), or the
-    PyTorch nn.Linear default (TD3, C51)."""
-    if init == "torch":
-        return nn.Dense(features, kernel_init=torch_default_kernel(), bias_init=torch_default_bias(fan_in),
-                        name="main")
-    return nn.Dense(features, kernel_init=orthogonal(gain), bias_init=nn.initializers.zeros, name="main")
+    """The head's own Dense: orthogonal with ``gain`` and zero bias (the reference's layer_init), the PyTorch
+    nn.Linear default (TD3, C51) or flax's LeCun normal (rejax)."""
+    k, b = kernel_and_bias(init, gain, fan_in)
+    return nn.Dense(features, kernel_init=k, bias_init=b, name="main")
 
 
 class Head(nn.Module):

@@ -1,4 +1,5 @@
-"""Weight initialisers matching the reference: orthogonal with a gain, or PyTorch's nn.Linear/Conv2d default."""
+"""Weight initialisers: orthogonal with a gain (the reference's layer_init), PyTorch's nn.Linear/Conv2d default,
+or flax's default (LeCun normal, zero bias: rejax and most flax code)."""
 
 from __future__ import annotations
 
@@ -35,10 +36,16 @@ def torch_default_bias(fan_in: int):
     return init
 
 
+INITS = ("orthogonal", "torch", "lecun")
+
+
 def kernel_and_bias(kind: str, gain: float, fan_in: int):
-    """(kernel_init, bias_init) for ``kind`` in {'orthogonal', 'torch'}; orthogonal uses zero biases."""
+    """(kernel_init, bias_init) for ``kind`` in ``INITS``. ``gain`` only scales orthogonal kernels; orthogonal and
+    lecun use zero biases."""
     if kind == "orthogonal":
         return orthogonal(gain), nn.initializers.zeros
     if kind == "torch":
         return torch_default_kernel(), torch_default_bias(fan_in)
-    raise ValueError(f"unknown init '{kind}' (use 'orthogonal' or 'torch')")
+    if kind == "lecun":
+        return nn.initializers.lecun_normal(), nn.initializers.zeros
+    raise ValueError(f"unknown init '{kind}' (use one of {', '.join(INITS)})")

@@ -98,6 +98,15 @@ class Network:
     def is_head(self, path: Path) -> bool:
         return path[0] in self.head_names
 
+    def sub_network(self, path: Path) -> str:
+        """The torso a parameter belongs to: its own torso, the torso its head reads, else the first torso
+        (free parameters such as a Gaussian policy's ``log_std`` belong to the actor). Two towers (actor and
+        critic) are two sub-networks; a shared torso makes the whole network one."""
+        for t in self.torsos:
+            if path[0] == t.name or path[0] in t.heads:
+                return t.name
+        return self.torsos[0].name
+
     def head_part(self, path: Path) -> str | None:
         """'main', 'new' or 'frozen' for a head parameter (injection layout), None for everything else."""
         return path[1] if self.is_head(path) else None

@@ -26,12 +26,12 @@ class NetConfig:
     layer_norm: bool = False  # LayerNorm before every hidden nonlinearity (ln, nap)
     ln_eps: float = 1e-5  # torch default (flax's is 1e-6)
     shared: bool = False  # one torso for actor and critic (Procgen) or two towers (Craftax, CartPole)
-    init: str = "orthogonal"  # torso init: orthogonal (gain sqrt 2) | torch (nn.Linear default)
+    init: str = "orthogonal"  # torso init: orthogonal (gain sqrt 2) | torch (nn.Linear default) | lecun (flax)
     policy_gain: float = 0.01
     value_gain: float = 1.0
     channels: tuple[int, ...] = (16, 32, 32)  # IMPALA ConvSequence channels
     injection: bool = False  # pre-allocated plasticity-injection heads
-    head_init: str = "orthogonal"  # heads: orthogonal with their gain (layer_init) | torch (nn.Linear default)
+    head_init: str = "orthogonal"  # heads: orthogonal with their gain (layer_init) | torch | lecun
 
 
 def _dense(features: int, init: str, gain: float, fan_in: int, name: str) -> nn.Dense:
