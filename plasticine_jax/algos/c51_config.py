@@ -79,5 +79,5 @@ def validate(cfg: C51Config) -> None:
         c.fail("target_network_frequency", f"a multiple of num_envs x train_frequency = {block} env steps")
     if not cfg.v_min < cfg.v_max:
         c.fail("v_min", f"< {c.flag('v_max')} {cfg.v_max}")
-    (c.at_most("num_envs", "buffer_size").positive("learning_rate", "adam_eps").nonneg("max_grad_norm").one_of("clip", CLIPS)
-     .unit("gamma").unit("eps_start", "eps_end", "eval_epsilon", "eps_fraction", open_low=False))
+    (c.at_most("num_envs", "buffer_size").positive("learning_rate", "adam_eps").nonneg("max_grad_norm")
+     .one_of("clip", CLIPS).unit("gamma").unit("eps_start", "eps_end", "eval_epsilon", "eps_fraction", open_low=False))

@@ -1,10 +1,11 @@
 """Evaluation of a trained policy on fresh episodes, inside the graph (vmappable over seeds).
 
-``make_evaluator(learner)`` builds (outside any trace) a pure ``evaluate(state, key)`` that resets ``episodes`` fresh copies of the learner's env, runs each for up to the
-env's episode limit with the learner's evaluation policy (``learner.eval_action``: PPO and SAC sample from the
-policy, TD3 acts deterministically, PQN and C51 are epsilon-greedy with ``eval_epsilon``) and returns the return of
-every first episode. It follows rejax's evaluator (128 fresh episodes per seed, ``max_steps_in_episode`` steps at
-most), so the two libraries' final returns compare like for like (``experiments/parity.py``).
+``make_evaluator(learner)`` builds (outside any trace) a pure ``evaluate(state, key)``: it resets ``episodes``
+fresh copies of the learner's env, runs each for up to the env's episode limit with the learner's evaluation policy
+(``learner.eval_action``: PPO and SAC sample from the policy, TD3 acts deterministically, PQN and C51 are
+epsilon-greedy with ``eval_epsilon``) and returns the return of every first episode. It follows rejax's evaluator
+(128 fresh episodes per seed, ``max_steps_in_episode`` steps at most), so the two libraries' final returns compare
+like for like (``experiments/parity.py``).
 """
 
 from __future__ import annotations

@@ -66,5 +66,6 @@ def validate(cfg: PQNConfig) -> None:
     """One clear line naming the flag and its valid range for any out-of-range value (called by the CLI)."""
     (Checks("pqn", cfg).ints("num_envs", "num_steps", "update_epochs", "num_minibatches")
      .divides("num_minibatches", cfg.num_envs * cfg.num_steps, "num_envs x num_steps")
-     .positive("learning_rate", "adam_eps").one_of("optimizer", ("radam", "adam")).nonneg("max_grad_norm").one_of("clip", CLIPS)
-     .unit("gamma").unit("q_lambda", "eps_start", "eps_end", "eval_epsilon", "eps_fraction", open_low=False))
+     .positive("learning_rate", "adam_eps").one_of("optimizer", ("radam", "adam")).nonneg("max_grad_norm")
+     .one_of("clip", CLIPS).unit("gamma")
+     .unit("q_lambda", "eps_start", "eps_end", "eval_epsilon", "eps_fraction", open_low=False))
