@@ -12,7 +12,7 @@ from plasticine_jax.errors import ConfigError
 
 _FORMULAS = ("redo", "june")
 _RELU_LIKE = ("relu", "ln-relu", "gn-relu")
-_ACTIVATIONS = (*_RELU_LIKE, "crelu", "tanh", "sigmoid", "dff")
+_ACTIVATIONS = (*_RELU_LIKE, "crelu", "tanh", "sigmoid", "dff", "swish")
 
 # Output magnitude above which a bounded unit (tanh, sin/cos) counts as saturated (reference §4.1).
 SATURATION = 0.99
@@ -96,6 +96,8 @@ def active_fraction(features: jax.Array, activation: str, reference: bool = Fals
     * relu (also "ln-relu", "gn-relu"): 1 - mean(F == 0).
     * tanh: 1 - mean(|F| > 0.99) (saturated units are inactive).
     * sigmoid: 1 - mean(F < 0.01 or F > 0.99).
+    * swish: F = x sigmoid(x) (not in the reference) is judged on the sign of its pre-activation, like relu:
+      1 - mean(F <= 0); its negative branch has a small, vanishing gradient.
     * crelu: F = concat(relu(x), relu(-x)) on the last axis (width 2D'). The reference treats it like relu,
       but one half of every pair is 0 by construction, so its FAU is <= 0.5 [ODD]. Here a CReLU unit is the
       pair (i, i + D'); it is active on a sample when either half is non-zero (i.e. its pre-activation
@@ -117,6 +119,8 @@ def active_fraction(features: jax.Array, activation: str, reference: bool = Fals
     f = jnp.asarray(features, jnp.float32)
     if activation in _RELU_LIKE or (activation == "crelu" and reference):
         inactive = f == 0
+    elif activation == "swish":
+        inactive = f <= 0
     elif activation == "crelu":
         d2 = f.shape[-1]
         if d2 % 2:

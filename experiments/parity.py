@@ -1,0 +1,340 @@
+"""Learning parity and speed against rejax, side by side, in one run.
+
+For each workload (a learner on an env with hyperparameters set equal to rejax's), both libraries train the same
+number of env steps with the same seeds count:
+
+* **learning**: ``--seeds`` (>= 8) vmapped seeds; every seed's final policy is evaluated on 128 fresh episodes
+  (PPO/SAC: sampled actions, PQN: epsilon 0.005, TD3: deterministic; rejax's evaluator for rejax, the same
+  protocol in ``plasticine_jax.algos.evaluate`` for ours). Reported: mean over seeds with a 95 % bootstrap CI
+  (scipy.stats.bootstrap, BCa, 10,000 resamples), the fraction of seeds stuck below a workload's plateau and the
+  ratio ours / rejax;
+* **speed**: total env steps per second of the compiled ``jit(vmap(train))`` (compile excluded, best of
+  ``--repeats``) at ``--speed-seeds`` seeds, ours WITH plasticity metrics (heavy metrics every 10 updates, cheap
+  ones every update), rejax with its evaluation switched off; compile time at 1 seed.
+
+rejax 0.1.3 runs in its own venv (it needs gymnax 0.0.9), driven by ``experiments/rejax_worker.py``. Machine,
+versions and every figure go to ``--out`` (JSON) and are printed as two tables.
+
+    python experiments/parity.py --out parity.json            # full run (about an hour on 2 CPU cores)
+    python experiments/parity.py --quick                       # CI smoke: tiny budgets, 2 seeds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench  # noqa: E402  (experiments/bench.py: machine_info, ensure_peer_venv, _memory)
+
+WORKER = Path(__file__).resolve().parent / "rejax_worker.py"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One learner x env with both libraries' settings. ``ours``: overrides of our learner's config dataclass
+    (``net`` a dict of NetConfig fields); ``rejax``: rejax ``create()`` kwargs."""
+
+    algo: str
+    env: str  # our env id; rejax's is the part after 'gymnax:'
+    timesteps: int  # learning budget per seed
+    speed_timesteps: int  # per seed, for the speed table
+    ours: dict
+    rejax: dict
+    differs: str  # what still differs and why
+    plateau: float | None = None  # a final return below this counts as stuck on the task's plateau
+    quick_timesteps: int = 0
+
+
+_MLP = dict(torso="mlp", init="lecun", head_init="lecun")
+
+WORKLOADS: dict[str, Workload] = {
+    # rejax configs/gymnax/cartpole.yaml (ppo), as shipped
+    "ppo-cartpole": Workload(
+        "ppo", "gymnax:CartPole-v1", 100_000, 50_000,
+        ours=dict(num_envs=5, num_steps=100, update_epochs=5, num_minibatches=5, learning_rate=7.5e-4,
+                  anneal_lr=False, max_grad_norm=0.5, clip="elementwise", adam_eps=1e-8, gamma=0.99, gae_lambda=0.95,
+                  clip_coef=0.2, ent_coef=0.01, vf_coef=0.5, bootstrap_truncation=False,
+                  net=dict(_MLP, widths=(64, 64), activation="tanh")),
+        rejax=dict(env="CartPole-v1", agent_kwargs={"activation": "tanh"}, num_envs=5, num_steps=100, num_epochs=5,
+                   num_minibatches=5, learning_rate=7.5e-4, max_grad_norm=0.5, gamma=0.99, gae_lambda=0.95,
+                   clip_eps=0.2, ent_coef=0.01, vf_coef=0.5),
+        differs="advantage std: ours unbiased (torch), rejax biased (n=100: 0.5 %)",
+        quick_timesteps=5_000),
+    # the issue's MinAtar setting: our minatar preset's shape with rejax's optimizer (rejax ships no MinAtar config)
+    "ppo-breakout": Workload(
+        "ppo", "gymnax:Breakout-MinAtar", 1_048_576, 131_072,
+        ours=dict(num_envs=64, num_steps=128, update_epochs=4, num_minibatches=8, learning_rate=5e-4,
+                  anneal_lr=False, max_grad_norm=0.5, clip="elementwise", adam_eps=1e-8, gamma=0.99, gae_lambda=0.95,
+                  clip_coef=0.2, ent_coef=0.01, vf_coef=0.5, bootstrap_truncation=False,
+                  net=dict(_MLP, widths=(256, 256), activation="relu")),
+        rejax=dict(env="Breakout-MinAtar", agent_kwargs={"activation": "relu", "hidden_layer_sizes": [256, 256]},
+                   num_envs=64, num_steps=128, num_epochs=4, num_minibatches=8, learning_rate=5e-4,
+                   max_grad_norm=0.5, gamma=0.99, gae_lambda=0.95, clip_eps=0.2, ent_coef=0.01, vf_coef=0.5),
+        differs="advantage std: unbiased vs biased (n=1024: 0.05 %)", plateau=10.0, quick_timesteps=16_384),
+    # rejax configs/gymnax/cartpole.yaml (pqn), as shipped
+    "pqn-cartpole": Workload(
+        "pqn", "gymnax:CartPole-v1", 524_288, 131_072,
+        ours=dict(num_envs=16, num_steps=128, update_epochs=5, num_minibatches=16, learning_rate=3e-4,
+                  anneal_lr=False, optimizer="adam", adam_eps=1e-8, max_grad_norm=10.0, clip="elementwise",
+                  gamma=0.99, q_lambda=0.9, eps_start=1.0, eps_end=0.05, eps_fraction=0.5, eval_epsilon=0.005,
+                  bootstrap_truncation=False,
+                  net=dict(_MLP, widths=(64, 64), activation="relu", layer_norm=True, ln_eps=1e-6, shared=True)),
+        rejax=dict(env="CartPole-v1", num_envs=16, num_steps=128, num_minibatches=16, max_grad_norm=10,
+                   learning_rate=3e-4, num_epochs=5, eps_start=1, eps_end=0.05, exploration_fraction=0.5, gamma=0.99,
+                   td_lambda=0.9, normalize_observations=False),
+        differs="TD loss: ours mean (Q-G)^2 (CleanRL), rejax 0.5 mean (Q-G)^2 (Adam is scale-free; the "
+                "elementwise clip at 10 sees 2x our gradients); epsilon: ours per env step, rejax per rollout",
+        quick_timesteps=16_384),
+    # our PQN minatar preset's shape with rejax's optimizer and network (rejax ships no MinAtar config; its PQN
+    # hard-codes 64-64 hidden layers)
+    "pqn-breakout": Workload(
+        "pqn", "gymnax:Breakout-MinAtar", 1_048_576, 131_072,
+        ours=dict(num_envs=128, num_steps=32, update_epochs=2, num_minibatches=32, learning_rate=1e-4,
+                  anneal_lr=False, optimizer="adam", adam_eps=1e-8, max_grad_norm=10.0, clip="elementwise",
+                  gamma=0.99, q_lambda=0.65, eps_start=1.0, eps_end=0.01, eps_fraction=0.1, eval_epsilon=0.005,
+                  bootstrap_truncation=False,
+                  net=dict(_MLP, widths=(64, 64), activation="relu", layer_norm=True, ln_eps=1e-6, shared=True)),
+        rejax=dict(env="Breakout-MinAtar", num_envs=128,
+                   num_steps=32, num_minibatches=32, max_grad_norm=10, learning_rate=1e-4, num_epochs=2, eps_start=1,
+                   eps_end=0.01, exploration_fraction=0.1, gamma=0.99, td_lambda=0.65, normalize_observations=False),
+        differs="as pqn-cartpole; 64-64 (rejax's PQN fixes its widths; our preset has 256-256)",
+        plateau=None, quick_timesteps=16_384),
+    # rejax configs/gymnax/pendulum.yaml (td3) without observation normalisation (ours has none for TD3 yet)
+    "td3-pendulum": Workload(
+        "td3", "gymnax:Pendulum-v1", 10_000, 10_000,
+        ours=dict(num_envs=1, steps_per_update=100, actor_lr=1e-3, critic_lr=1e-3, adam_eps=1e-8, buffer_size=10_000,
+                  gamma=0.99, tau=0.05, batch_size=100, policy_noise=0.1, noise_clip=0.25, exploration_noise=0.15,
+                  learning_starts=1_000, policy_frequency=2, bootstrap_truncation=False, max_grad_norm=100.0,
+                  clip="elementwise", net=dict(_MLP, widths=(64, 64), activation="swish")),
+        rejax=dict(env="Pendulum-v1", actor_kwargs={"activation": "swish"}, critic_kwargs={"activation": "swish"},
+                   num_envs=1, buffer_size=10_000, fill_buffer=1_000, batch_size=100, learning_rate=1e-3,
+                   num_epochs=1, gamma=0.99, polyak=0.95, max_grad_norm=100, exploration_noise=0.3,
+                   target_noise=0.2, target_noise_clip=0.5, policy_delay=2, normalize_observations=False),
+        differs="noise: ours scales by the action range (0.15 x 2 = rejax's 0.3); observation normalisation off in "
+                "both (rejax's config has it on; ours has none for TD3)", quick_timesteps=2_000),
+    # rejax configs/gymnax/pendulum.yaml (sac) without observation normalisation
+    "sac-pendulum": Workload(
+        "sac", "gymnax:Pendulum-v1", 10_000, 10_000,
+        ours=dict(num_envs=1, steps_per_update=100, actor_lr=1e-2, critic_lr=1e-2, alpha_lr=1e-2, adam_eps=1e-8,
+                  buffer_size=10_000, gamma=0.99, tau=0.02, batch_size=256, learning_starts=256, policy_frequency=1,
+                  alpha=1.0, autotune=True, bootstrap_truncation=False, max_grad_norm=0.0,
+                  net=dict(_MLP, widths=(64, 64), activation="swish")),
+        rejax=dict(env="Pendulum-v1", agent_kwargs={"activation": "swish"}, num_envs=1, buffer_size=10_000,
+                   fill_buffer=256, batch_size=256, learning_rate=1e-2, num_epochs=1, gamma=0.99, polyak=0.98,
+                   target_entropy_ratio=None, normalize_observations=False),
+        differs="temperature: ours learns log alpha (CleanRL), rejax alpha itself (both start at 1); log-std "
+                "bounds: ours tanh-rescaled to [-5, 2], rejax clipped to [-10, 2]; observation normalisation off "
+                "in both", quick_timesteps=2_000),
+}
+
+
+# --------------------------------------------------------------------------------------------- statistics
+def mean_ci(x: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): BCa bootstrap CI of the mean over seeds (scipy.stats.bootstrap, 10,000 resamples)."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    a = np.asarray(x, np.float64)
+    if a.size < 2 or np.allclose(a, a[0]):
+        return float(a.mean()), float(a.mean()), float(a.mean())
+    res = bootstrap((a,), np.mean, confidence_level=confidence, n_resamples=10_000, method="BCa",
+                    random_state=np.random.default_rng(0))
+    return float(a.mean()), float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+# --------------------------------------------------------------------------------------------- ours
+def our_learner(w: Workload, timesteps: int, metrics_every: int = 10):
+    from plasticine_jax.algos import registry
+    from plasticine_jax.metrics.config import MetricsConfig
+    from plasticine_jax.nets import NetConfig
+
+    cfg_cls = registry.config_class(w.algo)
+    over = dict(w.ours)
+    over["net"] = NetConfig(**over.get("net", {}))
+    cfg = cfg_cls(**over)
+    return registry.learner_module(w.algo).make_train(cfg, w.env, timesteps, (), MetricsConfig(every=metrics_every))
+
+
+def run_ours(w: Workload, seeds: int, timesteps: int, repeats: int, evaluate: bool) -> dict:
+    import jax
+    import numpy as np
+
+    from plasticine_jax.algos.evaluate import make_evaluator
+
+    learner = our_learner(w, timesteps)
+    keys = jax.random.split(jax.random.PRNGKey(0), seeds)
+    t0 = time.perf_counter()
+    compiled = jax.jit(jax.vmap(learner.train)).lower(keys).compile()
+    compile_s = time.perf_counter() - t0
+    times, out = [], None
+    for _ in range(max(1, repeats)):
+        del out
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(compiled(keys))
+        times.append(time.perf_counter() - t0)
+    steps_per_seed = learner.num_updates * learner.env_steps_per_update
+    best = min(times)
+    res = {"seeds": seeds, "timesteps": timesteps, "steps_per_seed": steps_per_seed, "compile_s": compile_s,
+           "run_s": best, "run_s_all": times, "steps_per_s": steps_per_seed * seeds / best,
+           "xla_bytes": bench._memory(compiled)}
+    if evaluate:
+        ev = make_evaluator(learner, 128)
+        ekeys = jax.random.split(jax.random.PRNGKey(10_000), seeds)
+        returns = np.asarray(jax.jit(jax.vmap(ev))(out[0], ekeys))
+        res["eval_returns"] = [float(r) for r in returns.mean(axis=1)]
+    del out, compiled
+    jax.clear_caches()
+    return res
+
+
+# --------------------------------------------------------------------------------------------- rejax
+def run_rejax(py: Path, w: Workload, runs: list[dict], timeout: int) -> dict:
+    job = {"algo": w.algo, "config": w.rejax, "runs": runs, "episodes": 128}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(job, f)
+    try:
+        r = subprocess.run([str(py), str(WORKER), "--job", f.name], capture_output=True, text=True, timeout=timeout,
+                           env={**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")})
+    finally:
+        os.unlink(f.name)
+    if r.returncode != 0:
+        tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
+        raise RuntimeError(f"rejax worker failed on {w.algo}: {' | '.join(tail)[:400]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------------------------- driver
+def _ints(spec: str) -> list[int]:
+    out = [int(s) for s in spec.split(",") if s.strip()]
+    if not out or min(out) < 1:
+        raise ValueError(f"expected a comma list of positive integers, got '{spec}'")
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python experiments/parity.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="CI smoke: tiny budgets, 2 seeds, speed at 1 seed")
+    p.add_argument("--workloads", default="all", help=f"comma list from {', '.join(WORKLOADS)} (default all)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds of the learning table (default 8; quick 2)")
+    p.add_argument("--speed-seeds", default=None, help="seed counts of the speed table (default 1,4,16,64)")
+    p.add_argument("--repeats", type=int, default=2, help="timed calls per speed measurement, best kept")
+    p.add_argument("--no-speed", action="store_true", help="learning table only")
+    p.add_argument("--no-learning", action="store_true", help="speed table only")
+    p.add_argument("--peer-venv", default=None, help="venv for rejax (default ~/.cache/plasticine-jax/rejax-venv)")
+    p.add_argument("--peer-timeout", type=int, default=7200, help="seconds allowed per rejax worker call")
+    p.add_argument("--out", default=None, help="write every figure to this JSON file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        names = list(WORKLOADS) if args.workloads == "all" else [s.strip() for s in args.workloads.split(",")]
+        bad = [n for n in names if n not in WORKLOADS]
+        if bad:
+            raise ValueError(f"unknown workload '{bad[0]}'; available: {', '.join(WORKLOADS)}")
+        seeds = args.seeds or (2 if args.quick else 8)
+        speed_seeds = _ints(args.speed_seeds or ("1" if args.quick else "1,4,16,64"))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    ui = bench.UI()
+    venv = Path(args.peer_venv).expanduser() if args.peer_venv else \
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "plasticine-jax" / "rejax-venv"
+    py, versions, note = bench.ensure_peer_venv(venv, ui)
+    if py is None:
+        print(f"error: rejax is needed for the comparison and could not be set up: {note}", file=sys.stderr)
+        return 1
+    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": bench.machine_info(),
+                              "rejax": versions, "peer_note": note, "quick": args.quick, "workloads": {}}
+    m = report["machine"]
+    ui.note(f"machine: {m['cpu']}, {m['usable_cores']} usable cores, jax {m['jax']}; rejax {versions['rejax']} "
+            f"(gymnax {versions['gymnax']}, jax {versions['jax']})")
+    for name in names:
+        w = WORKLOADS[name]
+        total = w.quick_timesteps if args.quick else w.timesteps
+        speed_total = w.quick_timesteps if args.quick else w.speed_timesteps
+        entry: dict[str, Any] = {"algo": w.algo, "env": w.env, "timesteps": total, "speed_timesteps": speed_total,
+                                 "ours_config": w.ours,
+                                 "rejax_config": w.rejax, "differs": w.differs, "plateau": w.plateau}
+        runs = []
+        if not args.no_learning:
+            runs.append({"seeds": seeds, "timesteps": total, "repeats": 1, "evaluate": True})
+        if not args.no_speed:
+            runs += [{"seeds": n, "timesteps": speed_total, "repeats": args.repeats} for n in speed_seeds]
+        ui.progress(f"{name}: rejax ({len(runs)} runs)")
+        peer = run_rejax(py, w, runs, args.peer_timeout)["results"]
+        ui.progress(f"{name}: ours ({len(runs)} runs)")
+        mine = [run_ours(w, r["seeds"], r["timesteps"], r["repeats"], r.get("evaluate", False)) for r in runs]
+        entry["runs"] = [{"ours": a, "rejax": b} for a, b in zip(mine, peer, strict=True)]
+        if not args.no_learning:
+            a, b = mine[0]["eval_returns"], peer[0]["eval_returns"]
+            entry["learning"] = {"seeds": seeds, "ours": mean_ci(a), "rejax": mean_ci(b),
+                                 "ratio": mean_ci(a)[0] / mean_ci(b)[0] if mean_ci(b)[0] else math.nan,
+                                 "ours_per_seed": a, "rejax_per_seed": b}
+            if w.plateau is not None:
+                entry["learning"]["stuck_ours"] = sum(x < w.plateau for x in a) / len(a)
+                entry["learning"]["stuck_rejax"] = sum(x < w.plateau for x in b) / len(b)
+        report["workloads"][name] = entry
+        _print_workload(ui, name, entry)
+    _print_tables(ui, report)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1, default=str))
+        ui.note(f"wrote {args.out}")
+    return 0
+
+
+def _ret(m: tuple[float, float, float]) -> str:
+    return f"{m[0]:.1f} [{m[1]:.1f}, {m[2]:.1f}]"
+
+
+def _print_workload(ui, name: str, e: dict) -> None:
+    if "learning" in e:
+        lr = e["learning"]
+        ui.note(f"{name}: ours {_ret(lr['ours'])} vs rejax {_ret(lr['rejax'])} (x{lr['ratio']:.2f})")
+
+
+def _print_tables(ui, report: dict) -> None:
+    rows = []
+    for name, e in report["workloads"].items():
+        if "learning" not in e:
+            continue
+        lr = e["learning"]
+        stuck = f"{lr['stuck_ours']:.0%} / {lr['stuck_rejax']:.0%}" if "stuck_ours" in lr else "-"
+        rows.append([name, f"{e['timesteps']:,}", str(lr["seeds"]), _ret(lr["ours"]), _ret(lr["rejax"]),
+                     f"{lr['ratio']:.2f}", stuck])
+    if rows:
+        ui.table("Learning parity: final return, 128 fresh episodes per seed, mean [95% bootstrap CI] over seeds",
+                 "same hyperparameters, env and budget in both; 'stuck' = seeds below the task's plateau",
+                 ["workload", "steps/seed", "seeds", "ours", "rejax", "ours/rejax", "stuck ours / rejax"], rows)
+        for name, e in report["workloads"].items():
+            ui.note(f"{name}: still differs: {e['differs']}")
+    rows = []
+    for name, e in report["workloads"].items():
+        for r in e["runs"]:
+            a, b = r["ours"], r["rejax"]
+            if a.get("eval_returns") is not None:
+                continue
+            rows.append([name, str(a["seeds"]), f"{a['steps_per_seed']:,}", f"{a['steps_per_s']:,.0f}",
+                         f"{b['steps_per_s']:,.0f}", f"{a['steps_per_s'] / b['steps_per_s']:.2f}",
+                         f"{a['compile_s']:.1f} / {b['compile_s']:.1f}"])
+    if rows:
+        ui.table("Speed: total env steps/s of jit(vmap(train)), compile excluded, best of --repeats",
+                 "ours with plasticity metrics (heavy every 10 updates); rejax evaluation off; same env steps",
+                 ["workload", "seeds", "steps/seed", "ours", "rejax", "ours/rejax", "compile s ours / rejax"], rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
