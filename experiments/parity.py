@@ -139,6 +139,43 @@ WORKLOADS: dict[str, Workload] = {
 }
 
 
+# The options in which our earlier PPO defaults differed from rejax's (issue: "measure which of them matters").
+# Each ablation row starts from the rejax-matched workload and puts ONE option back to our old default.
+PPO_FACTORS: dict[str, dict] = {
+    "clip global_norm (vs elementwise)": {"clip": "global_norm"},
+    "anneal_lr (vs constant)": {"anneal_lr": True},
+    "orthogonal init (vs lecun)": {"net": {"init": "orthogonal", "head_init": "orthogonal"}},
+    "adam_eps 1e-5 (vs 1e-8)": {"adam_eps": 1e-5},
+    "bootstrap_truncation (vs off)": {"bootstrap_truncation": True},
+}
+PPO_ALL_OLD = {"clip": "global_norm", "anneal_lr": True, "adam_eps": 1e-5, "bootstrap_truncation": True,
+               "net": {"init": "orthogonal", "head_init": "orthogonal"}}
+
+
+def with_options(w: Workload, change: dict) -> Workload:
+    """The workload with some of our config options replaced (``net`` merged field by field)."""
+    ours = {**w.ours, **{k: v for k, v in change.items() if k != "net"}}
+    ours["net"] = {**w.ours.get("net", {}), **change.get("net", {})}
+    return Workload(**{**w.__dict__, "ours": ours})
+
+
+def run_ablation(name: str, seeds: int, timesteps: int, ui) -> list[dict]:
+    """Learning of ``name`` (a PPO workload) with each PPO_FACTORS option put back, ``seeds`` seeds each."""
+    w = WORKLOADS[name]
+    variants = {"rejax-matched (all rejax settings)": {}, **PPO_FACTORS, "all our old defaults": PPO_ALL_OLD}
+    rows = []
+    for label, change in variants.items():
+        ui.progress(f"ablation {name}: {label}")
+        r = run_ours(with_options(w, change), seeds, timesteps, 1, True)
+        rets = r["eval_returns"]
+        row = {"variant": label, "change": change, "returns": rets, "mean_ci": mean_ci(rets)}
+        if w.plateau is not None:
+            row["stuck"] = sum(x < w.plateau for x in rets) / len(rets)
+        rows.append(row)
+        ui.note(f"ablation {name}: {label}: {_ret(row['mean_ci'])}")
+    return rows
+
+
 # --------------------------------------------------------------------------------------------- statistics
 def mean_ci(x: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
     """(mean, low, high): BCa bootstrap CI of the mean over seeds (scipy.stats.bootstrap, 10,000 resamples)."""
@@ -232,6 +269,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=2, help="timed calls per speed measurement, best kept")
     p.add_argument("--no-speed", action="store_true", help="learning table only")
     p.add_argument("--no-learning", action="store_true", help="speed table only")
+    p.add_argument("--ablation", default="", help="comma list of PPO workloads on which to put each of our old "
+                   "defaults back one at a time (clip, lr anneal, init, Adam eps, truncation bootstrap)")
+    p.add_argument("--ablation-timesteps", type=int, default=None, help="per seed (default: the workload's)")
     p.add_argument("--peer-venv", default=None, help="venv for rejax (default ~/.cache/plasticine-jax/rejax-venv)")
     p.add_argument("--peer-timeout", type=int, default=7200, help="seconds allowed per rejax worker call")
     p.add_argument("--out", default=None, help="write every figure to this JSON file")
@@ -247,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"unknown workload '{bad[0]}'; available: {', '.join(WORKLOADS)}")
         seeds = args.seeds or (2 if args.quick else 8)
         speed_seeds = _ints(args.speed_seeds or ("1" if args.quick else "1,4,16,64"))
+        ablation = [a.strip() for a in args.ablation.split(",") if a.strip()]
+        ppo = [k for k, v in WORKLOADS.items() if v.algo == "ppo"]
+        if any(a not in ppo for a in ablation):
+            raise ValueError(f"--ablation takes PPO workloads ({', '.join(ppo)})")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -289,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
                 entry["learning"]["stuck_rejax"] = sum(x < w.plateau for x in b) / len(b)
         report["workloads"][name] = entry
         _print_workload(ui, name, entry)
+    for name in ablation:
+        w = WORKLOADS[name]
+        total = args.ablation_timesteps or (w.quick_timesteps if args.quick else w.timesteps)
+        report.setdefault("ablation", {})[name] = {"timesteps": total, "seeds": seeds,
+                                                   "rows": run_ablation(name, seeds, total, ui)}
     _print_tables(ui, report)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1, default=str))
@@ -307,6 +356,11 @@ def _print_workload(ui, name: str, e: dict) -> None:
 
 
 def _print_tables(ui, report: dict) -> None:
+    for name, ab in report.get("ablation", {}).items():
+        rows = [[r["variant"], _ret(r["mean_ci"]), f"{r['stuck']:.0%}" if "stuck" in r else "-"] for r in ab["rows"]]
+        ui.table(f"Ablation on {name}: our old PPO defaults put back one at a time ({ab['seeds']} seeds, "
+                 f"{ab['timesteps']:,} steps each)", "final return, 128 fresh episodes per seed, mean [95% CI]",
+                 ["variant", "return", "stuck"], rows)
     rows = []
     for name, e in report["workloads"].items():
         if "learning" not in e:
