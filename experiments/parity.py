@@ -263,7 +263,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python experiments/parity.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="CI smoke: tiny budgets, 2 seeds, speed at 1 seed")
-    p.add_argument("--workloads", default="all", help=f"comma list from {', '.join(WORKLOADS)} (default all)")
+    p.add_argument("--workloads", default="all", help=f"comma list from {', '.join(WORKLOADS)}, all (default) or none")
     p.add_argument("--seeds", type=int, default=None, help="seeds of the learning table (default 8; quick 2)")
     p.add_argument("--speed-seeds", default=None, help="seed counts of the speed table (default 1,4,16,64)")
     p.add_argument("--repeats", type=int, default=2, help="timed calls per speed measurement, best kept")
@@ -281,7 +281,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        names = list(WORKLOADS) if args.workloads == "all" else [s.strip() for s in args.workloads.split(",")]
+        spec = args.workloads.strip().lower()
+        names = list(WORKLOADS) if spec == "all" else [] if spec in ("", "none") else \
+            [s.strip() for s in spec.split(",") if s.strip()]
         bad = [n for n in names if n not in WORKLOADS]
         if bad:
             raise ValueError(f"unknown workload '{bad[0]}'; available: {', '.join(WORKLOADS)}")
