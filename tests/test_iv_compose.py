@@ -116,7 +116,7 @@ OPTIONS = {
 }
 SPECS = ALIAS_LIST + ["redo,ln,snp", "pr,rr,trac"]
 NUM_UPDATES, EVERY = 8, 2
-OPT_STEPS = NUM_UPDATES * PRESETS["cartpole"].update_epochs * PRESETS["cartpole"].num_minibatches
+OPT_STEPS = NUM_UPDATES * PRESETS["cleanrl-cartpole"].update_epochs * PRESETS["cleanrl-cartpole"].num_minibatches
 
 
 def _leaf_norms(params, paths):
@@ -139,7 +139,7 @@ def _global_norm(params):
 def _train(spec):
     """(agent unit, metrics) after the 8-update run of ``spec`` with 2 vmapped seeds (cached: the effect checks
     compare a run with the same run without the intervention)."""
-    trainer = make_train(PRESETS["cartpole"], "gymnax:CartPole-v1", 4096, resolve(parse_list(spec), OPTIONS),
+    trainer = make_train(PRESETS["cleanrl-cartpole"], "gymnax:CartPole-v1", 4096, resolve(parse_list(spec), OPTIONS),
                          MetricsConfig(every=EVERY))
     assert trainer.num_updates == NUM_UPDATES
     keys = jax.random.split(jax.random.PRNGKey(0), 2)

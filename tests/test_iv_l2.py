@@ -109,7 +109,7 @@ def test_trainer_exposes_weight_decay_as_vmappable_hparam():
     from plasticine_jax.algos.ppo import make_train
     from plasticine_jax.algos.ppo_config import PRESETS
 
-    trainer = make_train(PRESETS["cartpole"], "gymnax:CartPole-v1", 4096, resolve(["l2"]))
+    trainer = make_train(PRESETS["cleanrl-cartpole"], "gymnax:CartPole-v1", 4096, resolve(["l2"]))
     assert trainer.default_hparams()["l2.weight_decay"] == 1e-3
     hp = trainer.init(jax.random.PRNGKey(0), {"l2.weight_decay": 0.25}).units["agent"].hp
     assert hp["l2.weight_decay"].dtype == jnp.float32 and float(hp["l2.weight_decay"]) == 0.25

@@ -264,7 +264,7 @@ def test_kron_keys_differ_across_vmapped_seeds_via_init_hook(names):
     from plasticine_jax.algos.ppo import make_train
     from plasticine_jax.algos.ppo_config import PRESETS
 
-    trainer = make_train(PRESETS["cartpole"], "gymnax:CartPole-v1", 4096, resolve(names))
+    trainer = make_train(PRESETS["cleanrl-cartpole"], "gymnax:CartPole-v1", 4096, resolve(names))
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
     runner = jax.jit(jax.vmap(trainer.init))(keys)
     unit = runner.units["agent"]

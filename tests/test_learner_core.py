@@ -108,7 +108,7 @@ def _injection_learner(at: float = 0.5):
     from plasticine_jax.interventions.injection import Options
 
     ivs = resolve(["plasticity_injection"], {"plasticity_injection": Options(at=at)})
-    return make_train(PRESETS["cartpole"], "gymnax:CartPole-v1", 4 * 128 * 4, ivs, MetricsConfig(every=0))
+    return make_train(PRESETS["cleanrl-cartpole"], "gymnax:CartPole-v1", 4 * 128 * 4, ivs, MetricsConfig(every=0))
 
 
 def test_injection_gradient_norm_counts_trainable_params_only():
@@ -146,11 +146,11 @@ def test_schedule_warnings_name_the_flag():
     from plasticine_jax.interventions.reset_layers import Options as RL
 
     ivs = resolve(["reset_layers", "redo"], {"reset_layers": RL(frequency=1000)})
-    lrn = make_train(PRESETS["cartpole"], "gymnax:CartPole-v1", 4 * 128 * 7, ivs, MetricsConfig(every=10))
+    lrn = make_train(PRESETS["cleanrl-cartpole"], "gymnax:CartPole-v1", 4 * 128 * 7, ivs, MetricsConfig(every=10))
     text = "\n".join(lrn.warnings)
     assert lrn.num_updates == 7
     assert "--rl.frequency 1000" in text and "--redo.frequency 10" in text and "--metrics.every 10" in text
-    quiet = make_train(PRESETS["cartpole"], "gymnax:CartPole-v1", 4 * 128 * 20, resolve(parse_list("redo")))
+    quiet = make_train(PRESETS["cleanrl-cartpole"], "gymnax:CartPole-v1", 4 * 128 * 20, resolve(parse_list("redo")))
     assert quiet.warnings == ()
 
 
@@ -158,7 +158,7 @@ def test_minibatch_cadence_computes_feature_metrics_every_update():
     """cadence=minibatch (the reference's PPO cadence): feature metrics on every minibatch before its step,
     averaged per update, so they exist on every update; the dormant ratio keeps its every-N schedule."""
     steps = 4 * 128 * 4
-    run = lambda m: jax.jit(make_train(PRESETS["cartpole"], "gymnax:CartPole-v1", steps, (), m).train)(
+    run = lambda m: jax.jit(make_train(PRESETS["cleanrl-cartpole"], "gymnax:CartPole-v1", steps, (), m).train)(
         jax.random.PRNGKey(0))[1]
     mb = run(MetricsConfig(every=2, cadence="minibatch"))
     up = run(MetricsConfig(every=2, cadence="update"))

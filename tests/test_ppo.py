@@ -107,7 +107,8 @@ def test_rollout_bootstraps_truncation_from_final_obs(bootstrap):
     env = _ScriptedEnv(jnp.asarray(rng.normal(size=(T + 1, N, 4)), jnp.float32),
                        jnp.asarray(rng.normal(size=(T, N)), jnp.float32), jnp.asarray(terminated),
                        jnp.asarray(truncated), jnp.asarray(rng.normal(size=(T, N, 4)) * 2.0, jnp.float32))
-    cfg = replace(PRESETS["cartpole"], num_envs=N, num_steps=T, num_minibatches=2, bootstrap_truncation=bootstrap)
+    cfg = replace(PRESETS["cleanrl-cartpole"], num_envs=N, num_steps=T, num_minibatches=2,
+                  bootstrap_truncation=bootstrap)
     trainer = replace(make_train(cfg, "gymnax:CartPole-v1", 10 * N * T), env=env)
     state = trainer.init(jax.random.PRNGKey(0))
     traj, _, last_obs, _ = jax.jit(trainer._rollout)(state)
@@ -134,7 +135,7 @@ def test_rollout_bootstraps_truncation_from_final_obs(bootstrap):
 
 def test_vmap_equals_single_runs():
     """Seed i under vmap equals a single run with seed i (float tolerance)."""
-    trainer = make_train(PRESETS["cartpole"], "gymnax:CartPole-v1", 2048, metrics=MetricsConfig(every=2))
+    trainer = make_train(PRESETS["cleanrl-cartpole"], "gymnax:CartPole-v1", 2048, metrics=MetricsConfig(every=2))
     keys = jax.random.split(jax.random.PRNGKey(3), 3)
     carry_v, out_v = jax.jit(jax.vmap(trainer.train))(keys)
     single = jax.jit(trainer.train)
@@ -150,7 +151,7 @@ def test_vmap_equals_single_runs():
 
 def test_cartpole_learns_every_seed():
     """Each of 4 vmapped seeds reaches a mean episodic return >= 450 within 500k steps."""
-    trainer = make_train(PRESETS["cartpole"], "gymnax:CartPole-v1", 500_000)
+    trainer = make_train(PRESETS["cleanrl-cartpole"], "gymnax:CartPole-v1", 500_000)
     _, out = jax.jit(jax.vmap(trainer.train))(jax.random.split(jax.random.PRNGKey(0), 4))
     ret = np.asarray(out["charts/episodic_return"])  # [seeds, updates]
     final = np.nanmean(ret[:, -50:], axis=1)
@@ -175,16 +176,16 @@ def test_pendulum_continuous_learns():
 
 def test_bad_ppo_shapes_are_config_errors():
     with pytest.raises(ConfigError, match="divisible"):
-        make_train(replace(PRESETS["cartpole"], num_minibatches=7), "gymnax:CartPole-v1", 10_000)
+        make_train(replace(PRESETS["cleanrl-cartpole"], num_minibatches=7), "gymnax:CartPole-v1", 10_000)
     with pytest.raises(ConfigError, match="less than one rollout"):
-        make_train(PRESETS["cartpole"], "gymnax:CartPole-v1", 100)
+        make_train(PRESETS["cleanrl-cartpole"], "gymnax:CartPole-v1", 100)
     with pytest.raises(ConfigError, match="unknown gymnax env"):
-        make_train(PRESETS["cartpole"], "gymnax:CartPol-v1", 10_000)
+        make_train(PRESETS["cleanrl-cartpole"], "gymnax:CartPol-v1", 10_000)
 
 
 def test_hparams_are_vmappable():
     """Learner hyperparameters vmap: two learning rates in one compile give different trajectories."""
-    trainer = make_train(PRESETS["cartpole"], "gymnax:CartPole-v1", 2048, metrics=MetricsConfig(every=0))
+    trainer = make_train(PRESETS["cleanrl-cartpole"], "gymnax:CartPole-v1", 2048, metrics=MetricsConfig(every=0))
     keys = jnp.stack([jax.random.PRNGKey(0)] * 2)
     _, out = jax.jit(jax.vmap(trainer.train))(keys, {"learning_rate": jnp.array([1e-4, 1e-2])})
     lr = np.asarray(out["charts/learning_rate"])

@@ -19,7 +19,7 @@ KEYS = ["losses/policy_loss", "losses/value_loss", "losses/entropy", "plasticity
 
 
 @pytest.mark.parametrize("name, env, preset, steps", [
-    ("cartpole", "gymnax:CartPole-v1", "cartpole", 4 * 128 * 12),
+    ("cartpole", "gymnax:CartPole-v1", "cleanrl-cartpole", 4 * 128 * 12),
     ("pendulum", "gymnax:Pendulum-v1", "continuous", 16 * 256 * 3),
 ])
 def test_vanilla_ppo_matches_pinned_run(name, env, preset, steps):
