@@ -141,12 +141,12 @@ WORKLOADS: dict[str, Workload] = {
 
 # The options in which our earlier PPO defaults differed from rejax's (issue: "measure which of them matters").
 # Each ablation row starts from the rejax-matched workload and puts ONE option back to our old default.
-PPO_FACTORS: dict[str, dict] = {
-    "clip global_norm (vs elementwise)": {"clip": "global_norm"},
-    "anneal_lr (vs constant)": {"anneal_lr": True},
-    "orthogonal init (vs lecun)": {"net": {"init": "orthogonal", "head_init": "orthogonal"}},
-    "adam_eps 1e-5 (vs 1e-8)": {"adam_eps": 1e-5},
-    "bootstrap_truncation (vs off)": {"bootstrap_truncation": True},
+PPO_FACTORS: dict[str, tuple[str, dict]] = {
+    "clip": ("clip global_norm (vs elementwise)", {"clip": "global_norm"}),
+    "anneal": ("anneal_lr (vs constant)", {"anneal_lr": True}),
+    "init": ("orthogonal init (vs lecun)", {"net": {"init": "orthogonal", "head_init": "orthogonal"}}),
+    "eps": ("adam_eps 1e-5 (vs 1e-8)", {"adam_eps": 1e-5}),
+    "bootstrap": ("bootstrap_truncation (vs off)", {"bootstrap_truncation": True}),
 }
 PPO_ALL_OLD = {"clip": "global_norm", "anneal_lr": True, "adam_eps": 1e-5, "bootstrap_truncation": True,
                "net": {"init": "orthogonal", "head_init": "orthogonal"}}
@@ -159,10 +159,13 @@ def with_options(w: Workload, change: dict) -> Workload:
     return Workload(**{**w.__dict__, "ours": ours})
 
 
-def run_ablation(name: str, seeds: int, timesteps: int, ui) -> list[dict]:
-    """Learning of ``name`` (a PPO workload) with each PPO_FACTORS option put back, ``seeds`` seeds each."""
+def run_ablation(name: str, seeds: int, timesteps: int, ui, factors: list[str] | None = None) -> list[dict]:
+    """Learning of ``name`` (a PPO workload) with each of ``factors`` (keys of PPO_FACTORS, default all) put back
+    alone, then all of them, ``seeds`` seeds each."""
     w = WORKLOADS[name]
-    variants = {"rejax-matched (all rejax settings)": {}, **PPO_FACTORS, "all our old defaults": PPO_ALL_OLD}
+    factors = list(PPO_FACTORS) if factors is None else factors
+    variants = {"rejax-matched (all rejax settings)": {}, **dict(PPO_FACTORS[f] for f in factors),
+                "all our old defaults": PPO_ALL_OLD}
     rows = []
     for label, change in variants.items():
         ui.progress(f"ablation {name}: {label}")
@@ -272,6 +275,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation", default="", help="comma list of PPO workloads on which to put each of our old "
                    "defaults back one at a time (clip, lr anneal, init, Adam eps, truncation bootstrap)")
     p.add_argument("--ablation-timesteps", type=int, default=None, help="per seed (default: the workload's)")
+    p.add_argument("--ablation-factors", default="all",
+                   help=f"which options to put back alone, from {', '.join(PPO_FACTORS)} (default all)")
     p.add_argument("--peer-venv", default=None, help="venv for rejax (default ~/.cache/plasticine-jax/rejax-venv)")
     p.add_argument("--peer-timeout", type=int, default=7200, help="seconds allowed per rejax worker call")
     p.add_argument("--out", default=None, help="write every figure to this JSON file")
@@ -293,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         ppo = [k for k, v in WORKLOADS.items() if v.algo == "ppo"]
         if any(a not in ppo for a in ablation):
             raise ValueError(f"--ablation takes PPO workloads ({', '.join(ppo)})")
+        factors = list(PPO_FACTORS) if args.ablation_factors == "all" else \
+            [f.strip() for f in args.ablation_factors.split(",") if f.strip()]
+        if any(f not in PPO_FACTORS for f in factors):
+            raise ValueError(f"--ablation-factors takes {', '.join(PPO_FACTORS)} or all")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -339,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         w = WORKLOADS[name]
         total = args.ablation_timesteps or (w.quick_timesteps if args.quick else w.timesteps)
         report.setdefault("ablation", {})[name] = {"timesteps": total, "seeds": seeds,
-                                                   "rows": run_ablation(name, seeds, total, ui)}
+                                                   "rows": run_ablation(name, seeds, total, ui, factors)}
     _print_tables(ui, report)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1, default=str))
