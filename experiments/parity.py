@@ -7,7 +7,8 @@ number of env steps with the same seeds count:
   (PPO/SAC: sampled actions, PQN: epsilon 0.005, TD3: deterministic; rejax's evaluator for rejax, the same
   protocol in ``plasticine_jax.algos.evaluate`` for ours). Reported: mean over seeds with a 95 % bootstrap CI
   (scipy.stats.bootstrap, BCa, 10,000 resamples), the fraction of seeds stuck below a workload's plateau and the
-  ratio ours / rejax;
+  ratio ours / rejax (raw, and of the margins over a uniformly random policy, which also reads right for
+  negative returns);
 * **speed**: total env steps per second of the compiled ``jit(vmap(train))`` (compile excluded, best of
   ``--repeats``) at ``--speed-seeds`` seeds, ours WITH plasticity metrics (heavy metrics every 10 updates, cheap
   ones every update), rejax with its evaluation switched off; compile time at 1 seed.
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -193,6 +193,52 @@ def mean_ci(x: list[float], confidence: float = 0.95) -> tuple[float, float, flo
     return float(a.mean()), float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def random_return(env_id: str, episodes: int = 1024) -> float:
+    """Mean return of uniformly random actions on fresh episodes (the floor of the normalised ratio)."""
+    import jax
+    import jax.numpy as jnp
+
+    from plasticine_jax.algos.evaluate import episode_limit
+    from plasticine_jax.envs import Box, make_env
+
+    env = make_env(env_id, episodes)
+    space = env.action_space
+
+    def run(key):
+        k0, k1 = jax.random.split(key)
+        obs, st = env.reset(k0)
+
+        def step(c, _):
+            st, ret, alive, k = c
+            k, ka, ke = jax.random.split(k, 3)
+            if isinstance(space, Box):
+                a = jax.random.uniform(ka, (episodes, *space.shape), minval=space.low_array, maxval=space.high_array)
+            else:
+                a = jax.random.randint(ka, (episodes,), 0, space.n)
+            _, st, r, te, tr, _ = env.step(ke, st, a)
+            return (st, ret + r * alive, alive * (1.0 - jnp.logical_or(te, tr)), k), None
+
+        z = jnp.zeros((episodes,))
+        return jax.lax.scan(step, (st, z, z + 1.0, k1), None, episode_limit(env))[0][1].mean()
+
+    return float(jax.jit(run)(jax.random.PRNGKey(123)))
+
+
+def learning_summary(w: Workload, ours: list[float], rejax: list[float]) -> dict:
+    """Mean and CI of both, the ratio of means (when rejax's is positive) and the ratio of the means' margins
+    over a uniformly random policy (meaningful for negative-return tasks such as Pendulum too)."""
+    a, b = mean_ci(ours), mean_ci(rejax)
+    rand = random_return(w.env)
+    out = {"seeds": len(ours), "ours": a, "rejax": b, "random": rand,
+           "ratio": a[0] / b[0] if b[0] > 0 else None,
+           "ratio_above_random": (a[0] - rand) / (b[0] - rand) if b[0] != rand else None,
+           "ours_per_seed": ours, "rejax_per_seed": rejax}
+    if w.plateau is not None:
+        out["stuck_ours"] = sum(x < w.plateau for x in ours) / len(ours)
+        out["stuck_rejax"] = sum(x < w.plateau for x in rejax) / len(rejax)
+    return out
+
+
 # --------------------------------------------------------------------------------------------- ours
 def our_learner(w: Workload, timesteps: int, metrics_every: int = 10):
     from plasticine_jax.algos import registry
@@ -280,11 +326,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--peer-venv", default=None, help="venv for rejax (default ~/.cache/plasticine-jax/rejax-venv)")
     p.add_argument("--peer-timeout", type=int, default=7200, help="seconds allowed per rejax worker call")
     p.add_argument("--out", default=None, help="write every figure to this JSON file")
+    p.add_argument("--report", nargs="+", default=None, metavar="JSON",
+                   help="print the tables of earlier --out files (merged in order) and exit; no training")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.report:
+        return report_from(args.report, args.out)
     try:
         spec = args.workloads.strip().lower()
         names = list(WORKLOADS) if spec == "all" else [] if spec in ("", "none") else \
@@ -335,13 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         mine = [run_ours(w, r["seeds"], r["timesteps"], r["repeats"], r.get("evaluate", False)) for r in runs]
         entry["runs"] = [{"ours": a, "rejax": b} for a, b in zip(mine, peer, strict=True)]
         if not args.no_learning:
-            a, b = mine[0]["eval_returns"], peer[0]["eval_returns"]
-            entry["learning"] = {"seeds": seeds, "ours": mean_ci(a), "rejax": mean_ci(b),
-                                 "ratio": mean_ci(a)[0] / mean_ci(b)[0] if mean_ci(b)[0] else math.nan,
-                                 "ours_per_seed": a, "rejax_per_seed": b}
-            if w.plateau is not None:
-                entry["learning"]["stuck_ours"] = sum(x < w.plateau for x in a) / len(a)
-                entry["learning"]["stuck_rejax"] = sum(x < w.plateau for x in b) / len(b)
+            entry["learning"] = learning_summary(w, mine[0]["eval_returns"], peer[0]["eval_returns"])
         report["workloads"][name] = entry
         _print_workload(ui, name, entry)
     for name in ablation:
@@ -356,14 +400,45 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def report_from(paths: list[str], out: str | None) -> int:
+    """Merge earlier reports (later files win per workload / ablation), recompute the summaries, print."""
+    merged: dict[str, Any] = {"workloads": {}, "ablation": {}}
+    for path in paths:
+        try:
+            r = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as e:
+            print(f"error: cannot read report {path}: {e}", file=sys.stderr)
+            return 1
+        for k, v in r.items():
+            if k in ("workloads", "ablation"):
+                merged[k].update(v)
+            else:
+                merged[k] = v
+    for name, e in merged["workloads"].items():
+        if "learning" in e and name in WORKLOADS:
+            lr = e["learning"]
+            e["learning"] = learning_summary(WORKLOADS[name], lr["ours_per_seed"], lr["rejax_per_seed"])
+    ui = bench.UI()
+    _print_tables(ui, merged)
+    if out:
+        Path(out).write_text(json.dumps(merged, indent=1, default=str))
+    return 0
+
+
 def _ret(m: tuple[float, float, float]) -> str:
     return f"{m[0]:.1f} [{m[1]:.1f}, {m[2]:.1f}]"
+
+
+def _ratio(lr: dict) -> str:
+    raw = "-" if lr.get("ratio") is None else f"{lr['ratio']:.2f}"
+    above = "-" if lr.get("ratio_above_random") is None else f"{lr['ratio_above_random']:.2f}"
+    return f"{raw} / {above}"
 
 
 def _print_workload(ui, name: str, e: dict) -> None:
     if "learning" in e:
         lr = e["learning"]
-        ui.note(f"{name}: ours {_ret(lr['ours'])} vs rejax {_ret(lr['rejax'])} (x{lr['ratio']:.2f})")
+        ui.note(f"{name}: ours {_ret(lr['ours'])} vs rejax {_ret(lr['rejax'])} ({_ratio(lr)})")
 
 
 def _print_tables(ui, report: dict) -> None:
@@ -379,11 +454,12 @@ def _print_tables(ui, report: dict) -> None:
         lr = e["learning"]
         stuck = f"{lr['stuck_ours']:.0%} / {lr['stuck_rejax']:.0%}" if "stuck_ours" in lr else "-"
         rows.append([name, f"{e['timesteps']:,}", str(lr["seeds"]), _ret(lr["ours"]), _ret(lr["rejax"]),
-                     f"{lr['ratio']:.2f}", stuck])
+                     _ratio(lr), f"{lr['random']:.1f}", stuck])
     if rows:
         ui.table("Learning parity: final return, 128 fresh episodes per seed, mean [95% bootstrap CI] over seeds",
                  "same hyperparameters, env and budget in both; 'stuck' = seeds below the task's plateau",
-                 ["workload", "steps/seed", "seeds", "ours", "rejax", "ours/rejax", "stuck ours / rejax"], rows)
+                 ["workload", "steps/seed", "seeds", "ours", "rejax", "ours/rejax raw / above random", "random",
+                  "stuck ours / rejax"], rows)
         for name, e in report["workloads"].items():
             ui.note(f"{name}: still differs: {e['differs']}")
     rows = []
