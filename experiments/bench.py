@@ -12,9 +12,10 @@ as JSON); ``--sections`` picks a subset:
 2. metrics overhead: steps/s with heavy plasticity metrics every ``--metrics-every`` updates vs off;
 3. intervention overhead: steps/s of each intervention alone vs vanilla (scheduled ones fire at least once);
 4. learners: every learner of the registry (ppo, pqn, td3, sac, c51) on its CPU preset env for 1, 4, 16
-   vmapped seeds, measured like the scaling table; a learner that is missing or fails is an error row;
-5. peer: rejax 0.1.3's PPO on the identical CartPole workload, run in its own venv (rejax needs gymnax 0.0.9)
-   that is created on first use; ours is timed WITH plasticity metrics (and without, for reference).
+   vmapped seeds, measured like the scaling table; a learner that is missing or fails is an error row.
+
+The comparison with rejax (learning parity and speed on identical workloads) is ``experiments/parity.py``; this
+file keeps the rejax venv helpers it uses (``ensure_peer_venv``).
 
 Every figure comes from a compiled function timed on its second and later calls (envs.md §6.12); the JAX
 persistent compilation cache is switched off so compile times are real.
@@ -45,8 +46,7 @@ PENDULUM = "gymnax:Pendulum-v1"
 DEFAULT_TIMESTEPS = {CARTPOLE: 102_400, BREAKOUT: 51_200}  # 200 / 100 updates of 4 x 128 steps
 FALLBACK_TIMESTEPS = 51_200
 REJAX_PINS = ("rejax==0.1.3", "gymnax==0.0.9", "six")
-WORKER = Path(__file__).resolve().parent / "bench_rejax_worker.py"
-SECTIONS = ("scaling", "metrics", "interventions", "learners", "peer")
+SECTIONS = ("scaling", "metrics", "interventions", "learners")
 
 # learners table: each learner on its CPU preset env (preset = the config module's default_preset(env)), with
 # env steps per seed sized so the whole table takes a few minutes on 2 CPU cores (off-policy learners include
@@ -56,9 +56,9 @@ LEARNER_TIMESTEPS = {"ppo": 51_200, "pqn": 65_536, "c51": 20_000, "td3": 1_500, 
 LEARNER_TIMESTEPS_QUICK = {"ppo": 8_192, "pqn": 8_192, "c51": 1_500, "td3": 1_100, "sac": 1_100}
 
 QUICK = dict(seeds="1,2", timesteps=8192, metrics_seeds="2", iv_seeds=2, iv_timesteps=8192,
-             interventions="l2,redo", peer_seeds="1", learner_seeds="1,2")
+             interventions="l2,redo", learner_seeds="1,2")
 FULL = dict(seeds="1,4,16,64", timesteps=None, metrics_seeds=None, iv_seeds=4, iv_timesteps=51_200,
-            interventions="all", peer_seeds=None, learner_seeds="1,4,16")
+            interventions="all", learner_seeds="1,4,16")
 
 
 def to_jsonable(x):
@@ -72,14 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python experiments/bench.py",
         description="Benchmark the compiled learners: PPO scaling over vmapped seeds, metrics and intervention "
-                    "overhead, every registry learner at 1/4/16 seeds, and rejax 0.1.3 (peer) on the identical "
-                    "CartPole workload. Also runs as 'python -m plasticine_jax bench' from a clone.",
-        epilog="Full run: python experiments/bench.py --out bench.json   (quick smoke run: --quick --no-peer)",
+                    "overhead and every registry learner at 1/4/16 seeds (the rejax comparison is "
+                    "experiments/parity.py). Also runs as 'python -m plasticine_jax bench' from a clone.",
+        epilog="Full run: python experiments/bench.py --out bench.json   (quick smoke run: --quick)",
     )
     p.add_argument("--quick", action="store_true",
                    help="tiny settings for tests/CI (options given explicitly still win): seeds 1,2; 8,192 steps per "
                         "seed everywhere; metrics off at 2 seeds; interventions l2,redo at 2 seeds; learners at "
-                        "1,2 seeds with tiny budgets; peer 1 seed")
+                        "1,2 seeds with tiny budgets")
     p.add_argument("--sections", default="all",
                    help=f"comma list of sections to run, from {','.join(SECTIONS)} (default all)")
     p.add_argument("--envs", default=f"{CARTPOLE},{BREAKOUT}", help="comma list of env ids for the scaling table")
@@ -106,11 +106,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--learner-timesteps", type=int, default=None,
                    help="env steps per seed for every learner in the learners table (default per learner: "
                         + ", ".join(f"{k} {v:,}" for k, v in LEARNER_TIMESTEPS.items()) + ")")
-    p.add_argument("--no-peer", action="store_true", help="skip the rejax comparison (same as leaving out 'peer')")
-    p.add_argument("--peer-venv", default=None,
-                   help="venv for rejax (created on first use; default ~/.cache/plasticine-jax/rejax-venv)")
-    p.add_argument("--peer-seeds", default=None, help="seed counts for rejax (default: --seeds)")
-    p.add_argument("--peer-timeout", type=int, default=3600, help="seconds allowed for the rejax worker")
     p.add_argument("--out", default=None, help="write every figure to this JSON file")
     return p
 
@@ -134,14 +129,12 @@ def _resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     args.learner_seeds = _ints(args.learner_seeds)
     spec = args.sections.strip().lower()
     args.sections = list(SECTIONS) if spec == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    if "peer" in args.sections:
+        raise ValueError("the rejax comparison moved to experiments/parity.py (learning parity and speed)")
     bad = [s for s in args.sections if s not in SECTIONS]
     if bad or not args.sections:
         raise ValueError(f"unknown section '{bad[0] if bad else spec}'; available: {', '.join(SECTIONS)} or all")
-    if args.no_peer and "peer" in args.sections:
-        args.sections.remove("peer")
-    args.no_peer = "peer" not in args.sections
     args.metrics_seeds = _ints(args.metrics_seeds) if args.metrics_seeds else list(args.seeds)
-    args.peer_seeds = _ints(args.peer_seeds) if args.peer_seeds else list(args.seeds)
     args.envs = [e.strip() for e in args.envs.split(",") if e.strip()]
     from plasticine_jax.errors import ConfigError
     from plasticine_jax.interventions.registry import REGISTRY, canonical
@@ -160,10 +153,9 @@ def _resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     bad = [s for s in args.learners if s not in ALGOS]
     if bad:
         raise ValueError(f"unknown learner '{bad[0]}'; available: {', '.join(ALGOS)}")
-    for n in (args.repeats, args.iv_seeds, args.iv_timesteps, args.peer_timeout, args.learner_timesteps or 1):
+    for n in (args.repeats, args.iv_seeds, args.iv_timesteps, args.learner_timesteps or 1):
         if n < 1:
-            raise ValueError("--repeats, --iv-seeds, --iv-timesteps, --learner-timesteps and --peer-timeout must be "
-                             "positive")
+            raise ValueError("--repeats, --iv-seeds, --iv-timesteps and --learner-timesteps must be positive")
     return args
 
 
@@ -219,27 +211,6 @@ def _memory(compiled) -> dict:
     return mem
 
 
-def _eval_return(ppo, state, max_seeds: int = 4, rollouts: int = 32) -> float:
-    """Mean return of episodes completed by PPO's FINAL policy (sampled actions) over ``rollouts`` more rollouts
-    of the first ``max_seeds`` seeds (``state``: the vmapped ``RunState`` carry), untimed: the like-for-like
-    check against rejax's final evaluation."""
-    import jax
-    import numpy as np
-
-    def one(s):
-        def body(s, _):
-            traj, env_state, obs, key = ppo._rollout(s)
-            return s.replace(env_state=env_state, obs=obs, key=key), (traj.ep_done, traj.ep_return)
-
-        _, (done, ret) = jax.lax.scan(body, s, None, rollouts)
-        return done, ret
-
-    sub = jax.tree.map(lambda x: x[:max_seeds], state)
-    done, ret = jax.jit(jax.vmap(one))(sub)
-    done = np.asarray(done, bool)
-    return float(np.asarray(ret)[done].mean()) if done.any() else float("nan")
-
-
 def _final_return(metrics: dict) -> float | None:
     """Mean training episodic return over the last 10% of updates, all seeds (NaN-free updates only)."""
     import numpy as np
@@ -258,10 +229,6 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.cache: dict[tuple, dict] = {}
-        # the measurements the peer table uses also evaluate their final policy (untimed)
-        ts = _timesteps(args, CARTPOLE)
-        self.eval_keys = set() if args.no_peer else \
-            {("ppo", args.preset, CARTPOLE, n, ts, args.metrics_every, ()) for n in args.peer_seeds}
 
     def measure(self, env: str, seeds: int, timesteps: int, metrics_every: int,
                 iv_names: tuple[str, ...] = (), iv_options: dict | None = None, algo: str = "ppo",
@@ -305,8 +272,6 @@ class Bench:
                "steps_per_s": steps_per_seed * seeds / best, "xla_bytes": _memory(compiled),
                "max_rss_mib": _max_rss_mib(), "final_return": _final_return(out[1]),
                "learning_starts": int(getattr(cfg, "learning_starts", 0)), "warnings": list(learner.warnings)}
-        if key in self.eval_keys:
-            res["eval_return"] = _eval_return(learner, out[0])
         del out, compiled
         jax.clear_caches()
         self.cache[key] = res
@@ -439,7 +404,7 @@ def run_learners(bench: Bench, args, ui) -> list[dict]:
     return rows
 
 
-# --------------------------------------------------------------------------------------------- peer
+# --------------------------------------------------------------------------------------------- rejax venv (parity.py)
 def _venv_python(venv: Path) -> Path:
     return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
@@ -501,72 +466,7 @@ def ensure_peer_venv(venv: Path, ui) -> tuple[Path | None, dict | None, str]:
     return py, got, note
 
 
-def run_peer(bench: Bench, args, ui) -> dict:
-    venv = Path(args.peer_venv).expanduser() if args.peer_venv else \
-        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "plasticine-jax" / "rejax-venv"
-    ts = _timesteps(args, CARTPOLE)
-    out: dict[str, Any] = {"status": "skipped", "venv": str(venv), "timesteps": ts}
-    if not WORKER.exists():
-        out["note"] = f"peer worker {WORKER} not found (installed package without the repo's experiments/)"
-        ui.note(f"peer (rejax) skipped: {out['note']}")
-        return out
-    py, versions, note = ensure_peer_venv(venv, ui)
-    if py is None:
-        out["note"] = note
-        ui.note(f"peer (rejax) skipped: {note}")
-        return out
-    ui.progress(f"running rejax {versions['rejax']} (jax {versions['jax']}) for seeds {args.peer_seeds}")
-    cmd = [str(py), str(WORKER), "--timesteps", str(ts), "--seeds", ",".join(map(str, args.peer_seeds)),
-           "--repeats", str(max(1, args.repeats))]
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.peer_timeout)
-        peer = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as e:
-        r, peer = None, None
-        note = f"{type(e).__name__}: {e}"
-    if peer is None:
-        err = (r.stderr.strip().splitlines()[-1:] if r is not None and r.stderr else [note]) or [""]
-        out.update(status="failed", note=f"rejax worker failed: {err[0][:300]}")
-        ui.note(f"peer (rejax) failed: {err[0][:300]}")
-        return out
-    out.update(status="ok", note=note, versions=versions, **peer)
-    comparison = []
-    for p in peer["results"]:
-        n = p["seeds"]
-        on = bench.measure(CARTPOLE, n, ts, args.metrics_every)
-        off = bench.measure(CARTPOLE, n, ts, 0)
-        comparison.append({"seeds": n, "steps_per_s_rejax": p["steps_per_s"], "steps_per_s": on["steps_per_s"],
-                           "steps_per_s_no_metrics": off["steps_per_s"],
-                           "ratio_ours_vs_rejax": on["steps_per_s"] / p["steps_per_s"],
-                           "ratio_ours_no_metrics_vs_rejax": off["steps_per_s"] / p["steps_per_s"],
-                           "compile_s_rejax": p["compile_s"], "compile_s": on["compile_s"],
-                           "xla_bytes_rejax": p["xla_bytes"], "xla_bytes": on["xla_bytes"],
-                           "final_return_rejax": p["final_return"], "eval_return": on.get("eval_return"),
-                           "train_return": on["final_return"]})
-    out["comparison"] = comparison
-    caption = (f"rejax {versions['rejax']} (gymnax {versions['gymnax']}, jax {versions['jax']}) in its own venv; "
-               f"{ts:,} steps/seed; both: 4 envs x 128 steps, 4 epochs x 4 minibatches, separate 64-64 tanh actor "
-               f"and critic, lr 2.5e-4, clip 0.2, grad clip 0.5. rejax evaluation OFF in the timed call "
-               f"(no-op eval_callback, eval_freq = total_timesteps); ours WITH plasticity metrics (heavy every "
-               f"{args.metrics_every} updates) and, for reference, without. Differences: ours anneals lr, bootstraps "
-               f"truncation with V(final_obs) (one more critic pass per step) and logs per-update metrics; rejax "
-               f"updates actor and critic with two optimizers. eval return = final policy, sampled actions, "
-               f"untimed (rejax: 128 episodes; ours: episodes finished in 32 more rollouts), up to 4 seeds")
-    if note:
-        caption += f". NOTE: {note}"
-    ui.table(f"5. Peer comparison: ours vs rejax PPO on {CARTPOLE}", caption,
-             ["seeds", "compile s ours / rejax", "steps/s ours (metrics)", "steps/s ours (no metrics)",
-              "steps/s rejax", "ours/rejax (metrics)", "ours/rejax (no metrics)", "XLA MiB ours / rejax",
-              "eval return ours / rejax"],
-             [[c["seeds"], f"{c['compile_s']:.1f} / {c['compile_s_rejax']:.1f}", f"{c['steps_per_s']:,.0f}",
-               f"{c['steps_per_s_no_metrics']:,.0f}", f"{c['steps_per_s_rejax']:,.0f}",
-               f"{c['ratio_ours_vs_rejax']:.2f}x", f"{c['ratio_ours_no_metrics_vs_rejax']:.2f}x",
-               f"{_mib(c['xla_bytes'])} / {_mib(c['xla_bytes_rejax'])}",
-               f"{_fmt_ret(c['eval_return'])} / {_fmt_ret(c['final_return_rejax'])}"] for c in comparison])
-    return out
 
-
-# --------------------------------------------------------------------------------------------- output
 class UI:
     """Rich tables on stdout, progress lines on stderr."""
 
@@ -617,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         envs.update(args.envs)
     if "interventions" in args.sections:
         envs.add(args.iv_env)
-    if {"metrics", "peer"} & set(args.sections):
+    if "metrics" in args.sections:
         envs.add(CARTPOLE)
     if "learners" in args.sections:
         envs.update(LEARNER_ENVS.get(a, CARTPOLE) for a in args.learners)
@@ -639,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         ui.note(f"the machine is busy (1-min load {load:.1f} on {info['usable_cores']} cores): XLA's CPU thread pool "
                 "stalls under contention, so timings can be several times too slow; run on a quiet machine")
     cfg = PRESETS[args.preset]
-    ui.console.print(f"config: PPO preset '{args.preset}' for every env of tables 1-3 and 5: {cfg.num_envs} envs "
+    ui.console.print(f"config: PPO preset '{args.preset}' for every env of tables 1-3: {cfg.num_envs} envs "
                      f"x {cfg.num_steps} steps, "
                      f"{cfg.update_epochs} epochs x {cfg.num_minibatches} minibatches, net {cfg.net.torso} "
                      f"{'-'.join(map(str, cfg.net.widths))} {cfg.net.activation} "
@@ -661,8 +561,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result["peer"] = {"status": "skipped", "note": "--no-peer or not in --sections"} if args.no_peer else \
-        run_peer(bench, args, ui)
     result["wall_s"] = time.perf_counter() - t_start
     ui.console.print(f"benchmark wall time {result['wall_s']:.0f}s; process max RSS {_max_rss_mib():,.0f} MiB",
                      highlight=False)
