@@ -14,6 +14,7 @@ import pytest
 
 import plasticine_jax
 from plasticine_jax import cli
+from plasticine_jax.algos.ppo_config import PRESETS as PPO_PRESETS
 from plasticine_jax.algos.registry import ALGOS
 
 BENCH = Path(__file__).resolve().parents[1] / "experiments" / "bench.py"
@@ -52,7 +53,8 @@ def test_bench_quick_writes_positive_figures(tmp_path, capsys):
     (scaling,) = res["scaling"]
     assert (scaling["env"], scaling["seeds"]) == ("gymnax:CartPole-v1", 2)
     assert scaling["steps_per_s"] > 0 and scaling["compile_s"] > 0
-    assert scaling["env_steps"] == scaling["seeds"] * scaling["steps_per_seed"] == 2 * 8192
+    batch = PPO_PRESETS["cartpole"].num_envs * PPO_PRESETS["cartpole"].num_steps
+    assert scaling["env_steps"] == scaling["seeds"] * scaling["steps_per_seed"] == 2 * (8192 // batch * batch)
     (metrics,) = res["metrics_overhead"]
     assert metrics["steps_per_s"] > 0 and metrics["steps_per_s_no_metrics"] > 0 and metrics["ratio_metrics_vs_off"] > 0
     ivs = res["interventions"]
