@@ -73,7 +73,7 @@ WORKLOADS: dict[str, Workload] = {
         quick_timesteps=5_000),
     # the MinAtar setting: our minatar preset's shape with rejax's optimizer (rejax ships no MinAtar config)
     "ppo-breakout": Workload(
-        "ppo", "gymnax:Breakout-MinAtar", 1_048_576, 131_072,
+        "ppo", "gymnax:Breakout-MinAtar", 1_048_576, 32_768,
         ours=dict(num_envs=64, num_steps=128, update_epochs=4, num_minibatches=8, learning_rate=5e-4,
                   anneal_lr=False, max_grad_norm=0.5, clip="elementwise", adam_eps=1e-8, gamma=0.99, gae_lambda=0.95,
                   clip_coef=0.2, ent_coef=0.01, vf_coef=0.5, bootstrap_truncation=False,
@@ -84,7 +84,7 @@ WORKLOADS: dict[str, Workload] = {
         differs="advantage std: unbiased vs biased (n=1024: 0.05 %)", plateau=10.0, quick_timesteps=16_384),
     # rejax configs/gymnax/cartpole.yaml (pqn), as shipped
     "pqn-cartpole": Workload(
-        "pqn", "gymnax:CartPole-v1", 524_288, 131_072,
+        "pqn", "gymnax:CartPole-v1", 524_288, 65_536,
         ours=dict(num_envs=16, num_steps=128, update_epochs=5, num_minibatches=16, learning_rate=3e-4,
                   anneal_lr=False, optimizer="adam", adam_eps=1e-8, max_grad_norm=10.0, clip="elementwise",
                   gamma=0.99, q_lambda=0.9, eps_start=1.0, eps_end=0.05, eps_fraction=0.5, eval_epsilon=0.005,
@@ -99,7 +99,7 @@ WORKLOADS: dict[str, Workload] = {
     # our PQN minatar preset's shape with rejax's optimizer and network (rejax ships no MinAtar config; its PQN
     # hard-codes 64-64 hidden layers)
     "pqn-breakout": Workload(
-        "pqn", "gymnax:Breakout-MinAtar", 1_048_576, 131_072,
+        "pqn", "gymnax:Breakout-MinAtar", 1_048_576, 32_768,
         ours=dict(num_envs=128, num_steps=32, update_epochs=2, num_minibatches=32, learning_rate=1e-4,
                   anneal_lr=False, optimizer="adam", adam_eps=1e-8, max_grad_norm=10.0, clip="elementwise",
                   gamma=0.99, q_lambda=0.65, eps_start=1.0, eps_end=0.01, eps_fraction=0.1, eval_epsilon=0.005,
@@ -112,7 +112,7 @@ WORKLOADS: dict[str, Workload] = {
         plateau=None, quick_timesteps=16_384),
     # rejax configs/gymnax/pendulum.yaml (td3) without observation normalisation (ours has none for TD3 yet)
     "td3-pendulum": Workload(
-        "td3", "gymnax:Pendulum-v1", 10_000, 10_000,
+        "td3", "gymnax:Pendulum-v1", 10_000, 5_000,
         ours=dict(num_envs=1, steps_per_update=100, actor_lr=1e-3, critic_lr=1e-3, adam_eps=1e-8, buffer_size=10_000,
                   gamma=0.99, tau=0.05, batch_size=100, policy_noise=0.1, noise_clip=0.25, exploration_noise=0.15,
                   learning_starts=1_000, policy_frequency=2, bootstrap_truncation=False, max_grad_norm=100.0,
@@ -125,7 +125,7 @@ WORKLOADS: dict[str, Workload] = {
                 "both (rejax's config has it on; ours has none for TD3)", quick_timesteps=2_000),
     # rejax configs/gymnax/pendulum.yaml (sac) without observation normalisation
     "sac-pendulum": Workload(
-        "sac", "gymnax:Pendulum-v1", 10_000, 10_000,
+        "sac", "gymnax:Pendulum-v1", 10_000, 5_000,
         ours=dict(num_envs=1, steps_per_update=100, actor_lr=1e-2, critic_lr=1e-2, alpha_lr=1e-2, adam_eps=1e-8,
                   buffer_size=10_000, gamma=0.99, tau=0.02, batch_size=256, learning_starts=256, policy_frequency=1,
                   alpha=1.0, autotune=True, bootstrap_truncation=False, max_grad_norm=0.0,
