@@ -45,8 +45,14 @@ PRESETS: dict[str, PPOConfig] = {
     # (cleanrl-cartpole) needs about 500k steps: 228-264 after 100k.
     "cartpole": PPOConfig(num_envs=5, num_steps=100, learning_rate=7.5e-4, update_epochs=5, num_minibatches=5),
     "cleanrl-cartpole": PPOConfig(),
-    "minatar": PPOConfig(num_envs=64, num_steps=128, learning_rate=5e-4, update_epochs=4, num_minibatches=8,
-                         net=NetConfig(torso="mlp", widths=(256, 256), activation="relu")),
+    # MinAtar: measured on Breakout-MinAtar (experiments/parity.py --ablation ppo-breakout, 8 seeds x 1M steps,
+    # final return [95% CI]): this preset 19.3 [14.9, 22.1], rejax's defaults at the same shape 14.6 [8.0, 20.2];
+    # the earlier preset (orthogonal init, annealed lr, Adam eps 1e-5, truncation bootstrap) 9.8 [7.8, 13.0], and
+    # orthogonal init alone costs most of it (11.1 [6.9, 15.7]).
+    "minatar": PPOConfig(num_envs=64, num_steps=128, learning_rate=5e-4, anneal_lr=False, update_epochs=4,
+                         num_minibatches=8, adam_eps=1e-8, bootstrap_truncation=False,
+                         net=NetConfig(torso="mlp", widths=(256, 256), activation="relu", init="lecun",
+                                       head_init="lecun")),
     "continuous": PPOConfig(num_envs=16, num_steps=256, learning_rate=3e-4, anneal_lr=True, update_epochs=10,
                             num_minibatches=32, gae_lambda=0.95, ent_coef=0.0, normalize_obs=True,
                             normalize_reward=True, net=NetConfig(torso="mlp", widths=(64, 64), activation="tanh")),
