@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -247,9 +247,20 @@ def our_learner(w: Workload, timesteps: int, metrics_every: int = 10):
 
     cfg_cls = registry.config_class(w.algo)
     over = dict(w.ours)
-    over["net"] = NetConfig(**over.get("net", {}))
+    net = dict(over.get("net", {}))
+    over["net"] = NetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in net.items()})
     cfg = cfg_cls(**over)
     return registry.learner_module(w.algo).make_train(cfg, w.env, timesteps, (), MetricsConfig(every=metrics_every))
+
+
+def preset_workload(w: Workload) -> tuple[str, Workload]:
+    """(preset name, ``w`` with our side replaced by the preset a new user meets on ``w.env``)."""
+    from plasticine_jax.algos import registry
+
+    mod = registry.config_module(w.algo)
+    name = mod.default_preset(w.env)
+    cfg = asdict(mod.PRESETS[name])
+    return name, Workload(**{**w.__dict__, "ours": cfg})
 
 
 def run_ours(w: Workload, seeds: int, timesteps: int, repeats: int, evaluate: bool) -> dict:
@@ -318,6 +329,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=2, help="timed calls per speed measurement, best kept")
     p.add_argument("--no-speed", action="store_true", help="learning table only")
     p.add_argument("--no-learning", action="store_true", help="speed table only")
+    p.add_argument("--defaults", action="store_true",
+                   help="also train the preset a new user meets on each PPO/PQN workload's env (its default "
+                        "preset) on the same budget and seeds, compared with rejax's settings of that workload")
     p.add_argument("--ablation", default="", help="comma list of PPO workloads on which to put each of our old "
                    "defaults back one at a time (clip, lr anneal, init, Adam eps, truncation bootstrap)")
     p.add_argument("--ablation-timesteps", type=int, default=None, help="per seed (default: the workload's)")
@@ -379,13 +393,21 @@ def main(argv: list[str] | None = None) -> int:
             runs.append({"seeds": seeds, "timesteps": total, "repeats": 1, "evaluate": True})
         if not args.no_speed:
             runs += [{"seeds": n, "timesteps": speed_total, "repeats": args.repeats} for n in speed_seeds]
-        ui.progress(f"{name}: rejax ({len(runs)} runs)")
-        peer = run_rejax(py, w, runs, args.peer_timeout)["results"]
-        ui.progress(f"{name}: ours ({len(runs)} runs)")
-        mine = [run_ours(w, r["seeds"], r["timesteps"], r["repeats"], r.get("evaluate", False)) for r in runs]
+        peer, mine = [], []
+        if runs:
+            ui.progress(f"{name}: rejax ({len(runs)} runs)")
+            peer = run_rejax(py, w, runs, args.peer_timeout)["results"]
+            ui.progress(f"{name}: ours ({len(runs)} runs)")
+            mine = [run_ours(w, r["seeds"], r["timesteps"], r["repeats"], r.get("evaluate", False)) for r in runs]
         entry["runs"] = [{"ours": a, "rejax": b} for a, b in zip(mine, peer, strict=True)]
         if not args.no_learning:
             entry["learning"] = learning_summary(w, mine[0]["eval_returns"], peer[0]["eval_returns"])
+        if args.defaults and w.algo in ("ppo", "pqn"):
+            preset, pw = preset_workload(w)
+            ui.progress(f"{name}: our default preset '{preset}'")
+            r = run_ours(pw, seeds, total, 1, True)
+            entry["defaults"] = {"preset": preset, "ours_per_seed": r["eval_returns"],
+                                 "ours": mean_ci(r["eval_returns"])}
         report["workloads"][name] = entry
         _print_workload(ui, name, entry)
     for name in ablation:
@@ -410,7 +432,10 @@ def report_from(paths: list[str], out: str | None) -> int:
             print(f"error: cannot read report {path}: {e}", file=sys.stderr)
             return 1
         for k, v in r.items():
-            if k in ("workloads", "ablation"):
+            if k == "workloads":
+                for name, e in v.items():  # later files add to (and override parts of) earlier entries
+                    merged[k].setdefault(name, {}).update({f: x for f, x in e.items() if x != []})
+            elif k == "ablation":
                 merged[k].update(v)
             else:
                 merged[k] = v
@@ -442,6 +467,16 @@ def _print_workload(ui, name: str, e: dict) -> None:
 
 
 def _print_tables(ui, report: dict) -> None:
+    rows = []
+    for name, e in report["workloads"].items():
+        d, lr = e.get("defaults"), e.get("learning")
+        if d and lr:
+            rej = mean_ci(lr["rejax_per_seed"])
+            rows.append([name, d["preset"], f"{e['timesteps']:,}", _ret(mean_ci(d["ours_per_seed"])), _ret(rej)])
+    if rows:
+        ui.table("Defaults a new user meets: our env's default preset vs rejax's settings, same budget and seeds",
+                 "final return, 128 fresh episodes per seed, mean [95% CI]",
+                 ["workload", "our preset", "steps/seed", "our preset", "rejax"], rows)
     for name, ab in report.get("ablation", {}).items():
         rows = [[r["variant"], _ret(r["mean_ci"]), f"{r['stuck']:.0%}" if "stuck" in r else "-"] for r in ab["rows"]]
         ui.table(f"Ablation on {name}: our old PPO defaults put back one at a time ({ab['seeds']} seeds, "
@@ -464,7 +499,7 @@ def _print_tables(ui, report: dict) -> None:
             ui.note(f"{name}: still differs: {e['differs']}")
     rows = []
     for name, e in report["workloads"].items():
-        for r in e["runs"]:
+        for r in e.get("runs", []):
             a, b = r["ours"], r["rejax"]
             if a.get("eval_returns") is not None:
                 continue
