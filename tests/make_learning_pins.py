@@ -44,7 +44,7 @@ def check(algos: list[str]) -> None:
     for algo in algos:
         ref = record(algo)
         cfg = CONFIGS[algo][0]
-        for field in LR_FIELDS[algo]:
+        for field in LR_FIELDS[algo.split("-")[0]]:
             r, k = worst(record(algo, replace(cfg, **{field: getattr(cfg, field) * 1.01})), ref)
             print(f"{algo}: {field} x1.01 moves the pin by {r:.3g} x its tolerance (worst: {k})")
         r, k = worst(record(algo, vmap=False), ref)
