@@ -1,7 +1,7 @@
 """``python experiments/bench.py``: compile time, throughput and memory of the whole compiled learner.
 
 Lives in the repository, not in the package; ``python -m plasticine_jax bench ...`` runs this file's ``main``
-from a clone. Run it from the repository root. One run prints five tables (and writes every figure to ``--out``
+from a clone. Run it from the repository root. One run prints four tables (and writes every figure to ``--out``
 as JSON); ``--sections`` picks a subset:
 
 1. scaling: PPO on each env for 1, 4, 16, 64 vmapped seeds: compile time of
@@ -211,6 +211,23 @@ def _memory(compiled) -> dict:
     return mem
 
 
+def compile_and_time(learner, keys, repeats: int):
+    """(compiled, compile seconds, call times, last output) of ``jax.jit(jax.vmap(learner.train))`` over
+    ``keys``: compiled ahead of time, then called ``repeats`` (at least 1) times, each blocked until ready."""
+    import jax
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(jax.vmap(learner.train)).lower(keys).compile()
+    compile_s = time.perf_counter() - t0
+    times, out = [], None
+    for _ in range(max(1, repeats)):
+        del out
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(compiled(keys))
+        times.append(time.perf_counter() - t0)
+    return compiled, compile_s, times, out
+
+
 def _final_return(metrics: dict) -> float | None:
     """Mean training episodic return over the last 10% of updates, all seeds (NaN-free updates only)."""
     import numpy as np
@@ -254,15 +271,7 @@ class Bench:
         learner = make_train(cfg, env, timesteps, resolve(list(iv_names), iv_options),
                              MetricsConfig(every=metrics_every))
         keys = jax.random.split(jax.random.PRNGKey(0), seeds)
-        t0 = time.perf_counter()
-        compiled = jax.jit(jax.vmap(learner.train)).lower(keys).compile()
-        compile_s = time.perf_counter() - t0
-        times, out = [], None
-        for _ in range(max(1, self.args.repeats)):
-            del out
-            t0 = time.perf_counter()
-            out = jax.block_until_ready(compiled(keys))
-            times.append(time.perf_counter() - t0)
+        compiled, compile_s, times, out = compile_and_time(learner, keys, self.args.repeats)
         steps_per_seed = learner.num_updates * learner.env_steps_per_update
         best = min(times)
         res = {"algo": algo, "preset": preset, "env": env, "seeds": seeds, "timesteps": timesteps,

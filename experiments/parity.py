@@ -57,14 +57,17 @@ class Workload:
 
 
 _MLP = dict(torso="mlp", init="lecun", head_init="lecun")
+# rejax's optimizer semantics and GAE/targets in our options: its elementwise clip, Adam eps 1e-8 at a constant
+# learning rate, every done ends the return (no truncation bootstrap)
+_REJAX_OPT = dict(anneal_lr=False, clip="elementwise", adam_eps=1e-8, bootstrap_truncation=False)
+_REJAX_PQN = dict(_REJAX_OPT, optimizer="adam", max_grad_norm=10.0, eps_start=1.0, eval_epsilon=0.005)
 
 WORKLOADS: dict[str, Workload] = {
     # rejax configs/gymnax/cartpole.yaml (ppo), as shipped
     "ppo-cartpole": Workload(
         "ppo", "gymnax:CartPole-v1", 100_000, 50_000,
-        ours=dict(num_envs=5, num_steps=100, update_epochs=5, num_minibatches=5, learning_rate=7.5e-4,
-                  anneal_lr=False, max_grad_norm=0.5, clip="elementwise", adam_eps=1e-8, gamma=0.99, gae_lambda=0.95,
-                  clip_coef=0.2, ent_coef=0.01, vf_coef=0.5, bootstrap_truncation=False,
+        ours=dict(_REJAX_OPT, num_envs=5, num_steps=100, update_epochs=5, num_minibatches=5, learning_rate=7.5e-4,
+                  max_grad_norm=0.5, gamma=0.99, gae_lambda=0.95, clip_coef=0.2, ent_coef=0.01, vf_coef=0.5,
                   net=dict(_MLP, widths=(64, 64), activation="tanh")),
         rejax=dict(env="CartPole-v1", agent_kwargs={"activation": "tanh"}, num_envs=5, num_steps=100, num_epochs=5,
                    num_minibatches=5, learning_rate=7.5e-4, max_grad_norm=0.5, gamma=0.99, gae_lambda=0.95,
@@ -74,9 +77,8 @@ WORKLOADS: dict[str, Workload] = {
     # the issue's MinAtar setting: our minatar preset's shape with rejax's optimizer (rejax ships no MinAtar config)
     "ppo-breakout": Workload(
         "ppo", "gymnax:Breakout-MinAtar", 1_048_576, 32_768,
-        ours=dict(num_envs=64, num_steps=128, update_epochs=4, num_minibatches=8, learning_rate=5e-4,
-                  anneal_lr=False, max_grad_norm=0.5, clip="elementwise", adam_eps=1e-8, gamma=0.99, gae_lambda=0.95,
-                  clip_coef=0.2, ent_coef=0.01, vf_coef=0.5, bootstrap_truncation=False,
+        ours=dict(_REJAX_OPT, num_envs=64, num_steps=128, update_epochs=4, num_minibatches=8, learning_rate=5e-4,
+                  max_grad_norm=0.5, gamma=0.99, gae_lambda=0.95, clip_coef=0.2, ent_coef=0.01, vf_coef=0.5,
                   net=dict(_MLP, widths=(256, 256), activation="relu")),
         rejax=dict(env="Breakout-MinAtar", agent_kwargs={"activation": "relu", "hidden_layer_sizes": [256, 256]},
                    num_envs=64, num_steps=128, num_epochs=4, num_minibatches=8, learning_rate=5e-4,
@@ -85,10 +87,8 @@ WORKLOADS: dict[str, Workload] = {
     # rejax configs/gymnax/cartpole.yaml (pqn), as shipped
     "pqn-cartpole": Workload(
         "pqn", "gymnax:CartPole-v1", 524_288, 65_536,
-        ours=dict(num_envs=16, num_steps=128, update_epochs=5, num_minibatches=16, learning_rate=3e-4,
-                  anneal_lr=False, optimizer="adam", adam_eps=1e-8, max_grad_norm=10.0, clip="elementwise",
-                  gamma=0.99, q_lambda=0.9, eps_start=1.0, eps_end=0.05, eps_fraction=0.5, eval_epsilon=0.005,
-                  bootstrap_truncation=False,
+        ours=dict(_REJAX_PQN, num_envs=16, num_steps=128, update_epochs=5, num_minibatches=16, learning_rate=3e-4,
+                  gamma=0.99, q_lambda=0.9, eps_end=0.05, eps_fraction=0.5,
                   net=dict(_MLP, widths=(64, 64), activation="relu", layer_norm=True, ln_eps=1e-6, shared=True)),
         rejax=dict(env="CartPole-v1", num_envs=16, num_steps=128, num_minibatches=16, max_grad_norm=10,
                    learning_rate=3e-4, num_epochs=5, eps_start=1, eps_end=0.05, exploration_fraction=0.5, gamma=0.99,
@@ -100,10 +100,8 @@ WORKLOADS: dict[str, Workload] = {
     # hard-codes 64-64 hidden layers)
     "pqn-breakout": Workload(
         "pqn", "gymnax:Breakout-MinAtar", 1_048_576, 32_768,
-        ours=dict(num_envs=128, num_steps=32, update_epochs=2, num_minibatches=32, learning_rate=1e-4,
-                  anneal_lr=False, optimizer="adam", adam_eps=1e-8, max_grad_norm=10.0, clip="elementwise",
-                  gamma=0.99, q_lambda=0.65, eps_start=1.0, eps_end=0.01, eps_fraction=0.1, eval_epsilon=0.005,
-                  bootstrap_truncation=False,
+        ours=dict(_REJAX_PQN, num_envs=128, num_steps=32, update_epochs=2, num_minibatches=32, learning_rate=1e-4,
+                  gamma=0.99, q_lambda=0.65, eps_end=0.01, eps_fraction=0.1,
                   net=dict(_MLP, widths=(64, 64), activation="relu", layer_norm=True, ln_eps=1e-6, shared=True)),
         rejax=dict(env="Breakout-MinAtar", num_envs=128,
                    num_steps=32, num_minibatches=32, max_grad_norm=10, learning_rate=1e-4, num_epochs=2, eps_start=1,
@@ -196,32 +194,19 @@ def mean_ci(x: list[float], confidence: float = 0.95) -> tuple[float, float, flo
 def random_return(env_id: str, episodes: int = 1024) -> float:
     """Mean return of uniformly random actions on fresh episodes (the floor of the normalised ratio)."""
     import jax
-    import jax.numpy as jnp
 
-    from plasticine_jax.algos.evaluate import episode_limit
+    from plasticine_jax.algos.evaluate import make_episode_returns
     from plasticine_jax.envs import Box, make_env
 
-    env = make_env(env_id, episodes)
-    space = env.action_space
+    space = make_env(env_id, 1).action_space
+    returns = make_episode_returns(env_id, episodes)
 
-    def run(key):
-        k0, k1 = jax.random.split(key)
-        obs, st = env.reset(k0)
+    def policy(obs, key):
+        if isinstance(space, Box):
+            return jax.random.uniform(key, (episodes, *space.shape), minval=space.low_array, maxval=space.high_array)
+        return jax.random.randint(key, (episodes,), 0, space.n)
 
-        def step(c, _):
-            st, ret, alive, k = c
-            k, ka, ke = jax.random.split(k, 3)
-            if isinstance(space, Box):
-                a = jax.random.uniform(ka, (episodes, *space.shape), minval=space.low_array, maxval=space.high_array)
-            else:
-                a = jax.random.randint(ka, (episodes,), 0, space.n)
-            _, st, r, te, tr, _ = env.step(ke, st, a)
-            return (st, ret + r * alive, alive * (1.0 - jnp.logical_or(te, tr)), k), None
-
-        z = jnp.zeros((episodes,))
-        return jax.lax.scan(step, (st, z, z + 1.0, k1), None, episode_limit(env))[0][1].mean()
-
-    return float(jax.jit(run)(jax.random.PRNGKey(123)))
+    return float(jax.jit(lambda k: returns(policy, k).mean())(jax.random.PRNGKey(123)))
 
 
 def learning_summary(w: Workload, ours: list[float], rejax: list[float]) -> dict:
@@ -271,15 +256,7 @@ def run_ours(w: Workload, seeds: int, timesteps: int, repeats: int, evaluate: bo
 
     learner = our_learner(w, timesteps)
     keys = jax.random.split(jax.random.PRNGKey(0), seeds)
-    t0 = time.perf_counter()
-    compiled = jax.jit(jax.vmap(learner.train)).lower(keys).compile()
-    compile_s = time.perf_counter() - t0
-    times, out = [], None
-    for _ in range(max(1, repeats)):
-        del out
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(compiled(keys))
-        times.append(time.perf_counter() - t0)
+    compiled, compile_s, times, out = bench.compile_and_time(learner, keys, repeats)
     steps_per_seed = learner.num_updates * learner.env_steps_per_update
     best = min(times)
     res = {"seeds": seeds, "timesteps": timesteps, "steps_per_seed": steps_per_seed, "compile_s": compile_s,

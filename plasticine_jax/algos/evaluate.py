@@ -32,28 +32,23 @@ def episode_limit(env: Any) -> int:
     raise ConfigError(f"cannot find the episode limit of {type(env).__name__}; pass max_steps= to evaluate()")
 
 
-def make_evaluator(learner: Any, episodes: int = 128,
-                   max_steps: int | None = None) -> Callable[[RunState, jax.Array], jax.Array]:
-    """``evaluate(state, key)``: returns of ``episodes`` fresh episodes ([episodes], float32) of ``learner``'s
-    evaluation policy in ``state``; pure, jit- and vmap-able over seeds.
-
-    Episodes still running after ``max_steps`` (default: the env's limit) count with their return so far, as in
-    rejax. Observation-normalising learners are refused (their statistics live in the training env's state)."""
-    if getattr(learner.cfg, "normalize_obs", False):
-        raise ConfigError("evaluation does not support --<algo>.normalize-obs yet (its running statistics live in "
-                          "the training env state); use the logged training returns instead")
-    env = make_env(learner.env_id, episodes)
+def make_episode_returns(env_id: str, episodes: int = 128,
+                         max_steps: int | None = None) -> Callable[[Callable, jax.Array], jax.Array]:
+    """``returns(policy, key)``: returns of ``episodes`` fresh episodes ([episodes], float32) of
+    ``policy(obs, key) -> action`` on ``env_id``; pure, jit- and vmap-able. The env is built here, outside any
+    trace. Episodes still running after ``max_steps`` (default: the env's limit) count with their return so far,
+    as in rejax."""
+    env = make_env(env_id, episodes)
     limit = max_steps or episode_limit(env)
 
-    def evaluate(state: RunState, key: jax.Array) -> jax.Array:
+    def returns(policy: Callable, key: jax.Array) -> jax.Array:
         k_reset, k_run = jax.random.split(key)
         obs, env_state = env.reset(k_reset)
 
         def step(carry, _):
             env_state, obs, ret, alive, key = carry
             key, k_act, k_env = jax.random.split(key, 3)
-            action = learner.eval_action(state.units, obs, k_act)
-            obs, env_state, reward, terminated, truncated, _ = env.step(k_env, env_state, action)
+            obs, env_state, reward, terminated, truncated, _ = env.step(k_env, env_state, policy(obs, k_act))
             ret = ret + reward * alive
             alive = alive * (1.0 - jnp.logical_or(terminated, truncated).astype(jnp.float32))
             return (env_state, obs, ret, alive, key), None
@@ -61,5 +56,21 @@ def make_evaluator(learner: Any, episodes: int = 128,
         zeros = jnp.zeros((episodes,), jnp.float32)
         (_, _, ret, _, _), _ = jax.lax.scan(step, (env_state, obs, zeros, zeros + 1.0, k_run), None, limit)
         return ret
+
+    return returns
+
+
+def make_evaluator(learner: Any, episodes: int = 128,
+                   max_steps: int | None = None) -> Callable[[RunState, jax.Array], jax.Array]:
+    """``evaluate(state, key)``: returns of ``episodes`` fresh episodes ([episodes], float32) of ``learner``'s
+    evaluation policy in ``state`` (``make_episode_returns``); pure, jit- and vmap-able over seeds.
+    Observation-normalising learners are refused (their statistics live in the training env's state)."""
+    if getattr(learner.cfg, "normalize_obs", False):
+        raise ConfigError("evaluation does not support --<algo>.normalize-obs yet (its running statistics live in "
+                          "the training env state); use the logged training returns instead")
+    returns = make_episode_returns(learner.env_id, episodes, max_steps)
+
+    def evaluate(state: RunState, key: jax.Array) -> jax.Array:
+        return returns(lambda obs, k: learner.eval_action(state.units, obs, k), key)
 
     return evaluate

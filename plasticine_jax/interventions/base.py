@@ -215,13 +215,8 @@ def gradient_clip(clip: str, max_norm: float, network: Network | None = None) ->
     if clip == "per_network":
         if network is None:
             raise ConfigError("per_network gradient clipping needs the unit's network layout")
-        names = sorted({t.name for t in network.torsos})
-
-        def labels(params):
-            return jax.tree_util.tree_map_with_path(
-                lambda path, _: network.sub_network(tuple(getattr(k, "key", str(k)) for k in path)), params)
-
-        return optax.multi_transform({n: optax.clip_by_global_norm(max_norm) for n in names}, labels)
+        return optax.multi_transform({t.name: optax.clip_by_global_norm(max_norm) for t in network.torsos},
+                                     network.sub_network_labels)
     raise ConfigError(f"unknown gradient clipping '{clip}'; use one of {', '.join(CLIPS)}")
 
 

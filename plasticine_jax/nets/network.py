@@ -107,6 +107,10 @@ class Network:
                 return t.name
         return self.torsos[0].name
 
+    def sub_network_labels(self, params: dict) -> dict:
+        """``params``' tree with every leaf replaced by its ``sub_network`` name (optax.multi_transform labels)."""
+        return jax.tree_util.tree_map_with_path(lambda p, _: self.sub_network(_path_keys(p)), params)
+
     def head_part(self, path: Path) -> str | None:
         """'main', 'new' or 'frozen' for a head parameter (injection layout), None for everything else."""
         return path[1] if self.is_head(path) else None
