@@ -5,10 +5,17 @@ A ``VecEnv`` steps ``num_envs`` copies at once. ``reset(key) -> (obs, state)`` a
 leading ``num_envs`` axis. Finished envs are reset inside ``step``; ``info["final_obs"]`` holds the
 observation *before* the reset so learners can bootstrap on truncation. The state is a pytree, so it
 lives in the training carry, is vmapped over seeds and checkpointed like any other array.
+
+Continual scenarios (``envs.tasks``): ``at(task)`` returns the same env bound to task ``task`` of a task
+sequence (an int32 scalar, traced; pass the *unbatched* task derived from the update index so a game switch
+stays a real ``lax.switch`` under ``vmap`` over seeds). An env without tasks returns itself. A task switch is
+``env.at(new_task).reset(key, previous=old_state)`` to keep running normalisation statistics across it, or
+``reset(key)`` for fresh ones (the reference rebuilds its wrappers, so they restart).
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Protocol
 
 import jax
@@ -25,11 +32,20 @@ class VecEnv(Protocol):
     observation_space: Space
     action_space: Space
 
-    def reset(self, key: Array) -> tuple[Array, Any]: ...
+    def reset(self, key: Array, previous: Any = None) -> tuple[Array, Any]: ...
 
     def step(
         self, key: Array, state: Any, action: Array
     ) -> tuple[Array, Any, Array, Array, Array, dict[str, Array]]: ...
+
+    def at(self, task: Array) -> VecEnv: ...
+
+
+class TasklessEnv:
+    """Mixin for backends without tasks: ``at`` is the identity."""
+
+    def at(self, task: Array) -> Any:
+        return self
 
 
 class VecEnvWrapper:
@@ -40,6 +56,21 @@ class VecEnvWrapper:
         self.num_envs = env.num_envs
         self.observation_space = env.observation_space
         self.action_space = env.action_space
+
+    def at(self, task: Array) -> Any:
+        """This wrapper around the wrapped env bound to ``task`` (a shallow copy; the wrapper's own options are
+        shared)."""
+        bound = self.env.at(task)
+        if bound is self.env:
+            return self
+        out = copy.copy(self)
+        out.env = bound
+        return out
+
+    @staticmethod
+    def inner(previous: Any) -> Any:
+        """The wrapped env's part of a ``previous`` state (wrapper states hold it in ``env_state``)."""
+        return None if previous is None else previous.env_state
 
     def __getattr__(self, name: str) -> Any:
         if name == "env":  # not yet set (e.g. during unpickling): avoid infinite recursion

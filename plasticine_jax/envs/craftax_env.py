@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from plasticine_jax.envs.core import TasklessEnv
 from plasticine_jax.envs.spaces import Box, Discrete
 from plasticine_jax.errors import ConfigError
 
@@ -78,7 +79,7 @@ def _strong(x: jax.Array) -> jax.Array:
     return x  # PRNG key arrays
 
 
-class CraftaxVecEnv:
+class CraftaxVecEnv(TasklessEnv):
     """``num_envs`` no-auto-reset Craftax envs with optimistic resets (see module docstring)."""
 
     def __init__(self, env_id: str, num_envs: int, reset_ratio: int = 16, **param_overrides: Any):
@@ -124,7 +125,7 @@ class CraftaxVecEnv:
         state = jax.tree.map(_strong, state)
         return obs.astype(jnp.float32), state
 
-    def reset(self, key: jax.Array) -> tuple[jax.Array, Any]:
+    def reset(self, key: jax.Array, previous: Any = None) -> tuple[jax.Array, Any]:
         return self._reset_batch(key, self.num_envs)
 
     def step(

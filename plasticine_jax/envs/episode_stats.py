@@ -28,8 +28,8 @@ class EpisodeStats(VecEnvWrapper):
     rewards (normalisation wrappers go outside it).
     """
 
-    def reset(self, key: jax.Array):
-        obs, env_state = self.env.reset(key)
+    def reset(self, key: jax.Array, previous: EpisodeStatsState | None = None):
+        obs, env_state = self.env.reset(key, self.inner(previous))
         zeros = jnp.zeros((self.num_envs,), jnp.float32)
         nans = jnp.full((self.num_envs,), jnp.nan, jnp.float32)
         return obs, EpisodeStatsState(env_state, zeros, zeros.astype(jnp.int32), nans, nans)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import jax
@@ -26,9 +27,13 @@ def _convert_space(space: Any) -> Space:
 
 
 class GymnaxVecEnv:
-    """``num_envs`` copies of a gymnax env; auto-reset is gymnax's own (reset drawn inside step)."""
+    """``num_envs`` copies of a gymnax env; auto-reset is gymnax's own (reset drawn inside step).
 
-    def __init__(self, env_id: str, num_envs: int, **env_kwargs: Any):
+    ``params_table`` ({EnvParams field: float array [num_tasks]}) makes it a shifting-dynamics sequence:
+    ``at(task)`` steps with those fields set to their row ``task`` (a gather, exact under vmap)."""
+
+    def __init__(self, env_id: str, num_envs: int, params_table: dict[str, Any] | None = None,
+                 **env_kwargs: Any):
         import gymnax
 
         if env_id not in gymnax.registered_envs:
@@ -36,12 +41,28 @@ class GymnaxVecEnv:
             hint = f" (did you mean {', '.join('gymnax:' + c for c in close[:3])}?)" if close else ""
             raise ConfigError(f"unknown gymnax env '{env_id}'{hint}; see gymnax.registered_envs")
         self.env, self.params = gymnax.make(env_id, **env_kwargs)
+        self.params_table = None
+        if params_table:
+            known = [f for f in vars(self.params) if not f.startswith("_")]
+            bad = [f for f in params_table if f not in known]
+            if bad:
+                raise ConfigError(f"gymnax {env_id} has no parameter '{bad[0]}'; its parameters: {', '.join(known)}")
+            self.params_table = {k: jnp.asarray(np.asarray(v, np.float32)) for k, v in params_table.items()}
         self.num_envs = num_envs
         self.name = env_id
         self.observation_space = _obs_space(self.env, self.params)
         self.action_space = _convert_space(self.env.action_space(self.params))
 
-    def reset(self, key: jax.Array) -> tuple[jax.Array, Any]:
+    def at(self, task: jax.Array) -> GymnaxVecEnv:
+        """This env with the parameters of row ``task`` of ``params_table`` (itself when there is none)."""
+        if self.params_table is None:
+            return self
+        out = copy.copy(self)
+        values = {k: v[task].astype(jnp.asarray(getattr(self.params, k)).dtype) for k, v in self.params_table.items()}
+        out.params = self.params.replace(**values)
+        return out
+
+    def reset(self, key: jax.Array, previous: Any = None) -> tuple[jax.Array, Any]:
         keys = jax.random.split(key, self.num_envs)
         obs, state = jax.vmap(self.env.reset, in_axes=(0, None))(keys, self.params)
         return obs.astype(jnp.float32), state

@@ -80,10 +80,13 @@ class NormalizeReward(VecEnvWrapper):
         self.epsilon = float(epsilon)
         self.clip = None if clip is None else float(clip)
 
-    def reset(self, key: jax.Array) -> tuple[jax.Array, NormalizeRewardState]:
-        obs, env_state = self.env.reset(key)
+    def reset(self, key: jax.Array, previous: NormalizeRewardState | None = None
+              ) -> tuple[jax.Array, NormalizeRewardState]:
+        """Fresh statistics, or ``previous``'s (kept across a task switch); the return accumulator restarts."""
+        obs, env_state = self.env.reset(key, self.inner(previous))
         returns = jnp.zeros((self.num_envs,), jnp.float32)
-        return obs, NormalizeRewardState(env_state, RunningMeanStd.create(()), returns)
+        rms = RunningMeanStd.create(()) if previous is None else previous.return_rms
+        return obs, NormalizeRewardState(env_state, rms, returns)
 
     def step(
         self, key: jax.Array, state: NormalizeRewardState, action: jax.Array
@@ -125,9 +128,12 @@ class NormalizeObservation(VecEnvWrapper):
             out = jnp.clip(out, -self.clip, self.clip)
         return out.astype(jnp.float32)
 
-    def reset(self, key: jax.Array) -> tuple[jax.Array, NormalizeObservationState]:
-        obs, env_state = self.env.reset(key)
-        rms = RunningMeanStd.create(tuple(obs.shape[1:])).update(obs)
+    def reset(self, key: jax.Array, previous: NormalizeObservationState | None = None
+              ) -> tuple[jax.Array, NormalizeObservationState]:
+        """Fresh statistics (or ``previous``'s, kept across a task switch), updated with the reset batch."""
+        obs, env_state = self.env.reset(key, self.inner(previous))
+        rms = RunningMeanStd.create(tuple(obs.shape[1:])) if previous is None else previous.obs_rms
+        rms = rms.update(obs)
         return self._normalize(rms, obs), NormalizeObservationState(env_state, rms)
 
     def step(

@@ -21,6 +21,11 @@ the hooks at fixed events, with a static per-unit ``Context`` (its network and l
   update's metric batch, computed once by the learner (after the optimizer steps, before any hook) and
   shared with the plasticity metrics; they are computed only on updates where
   ``activations_due(update_idx)`` (else zeros).
+* ``on_task_switch(ctx, unit, key, task, acts) -> unit``  once per task switch of a continual run
+  (``envs.tasks``): after the last update of the ending task (after its ``after_update`` hooks), before the
+  first update of task ``task`` (the task that begins, an unbatched int32). Never before task 0 nor after
+  the last task. ``acts`` are the unit's activations on the ending task's last update when
+  ``switch_activations`` is set (else zeros). ``ctx.task_updates`` is the task length in updates.
 
 Numeric hyperparameters live in ``unit.hp`` (flat float32 scalars named ``"<iv>.<field>"``) so any of
 them can be vmapped (``--sweep snp.coef=0.9,0.99``); schedule periods are static ints. Each intervention
@@ -52,6 +57,7 @@ class Context:
     env_steps_per_update: int
     tx: optax.GradientTransformation | None = None  # the unit's optimizer (structure, for state surgery)
     name: str = "agent"
+    task_updates: int = 0  # updates per task of a continual run (0: the run has no task sequence)
 
     def fresh_params(self, key: jax.Array) -> dict:
         """A new sample of every parameter from its original initializer (SnP, resets, ReDo)."""
@@ -76,6 +82,9 @@ class Intervention:
     loss: Callable[[Context, dict, Any, dict], jax.Array] | None = None
     after_step: Callable[[Context, Unit, jax.Array], Unit] | None = None
     after_update: Callable[[Context, Unit, jax.Array, jax.Array, Any], Unit] | None = None
+    on_task_switch: Callable[[Context, Unit, jax.Array, jax.Array, Any], Unit] | None = None
+    switch_activations: bool = False  # on_task_switch reads the ending task's last activations
+    task_flags: tuple[str, ...] = ()  # options that only act in a continual run (warned about otherwise)
     activation: str | None = None  # set by interventions that replace the hidden activation (crelu, dff)
     activation_every: tuple[int, ...] = ()  # update periods at which after_update reads activations
     schedules: tuple[tuple[str, int], ...] = ()  # (flag, period in updates) of scheduled events, for warnings
@@ -181,6 +190,9 @@ def compose(interventions: list[Intervention] | tuple[Intervention, ...]) -> Int
         loss=loss if losses else None,
         after_step=_chain_unit_hook(parts, "after_step"),
         after_update=_chain_unit_hook(parts, "after_update"),
+        on_task_switch=_chain_unit_hook(parts, "on_task_switch"),
+        switch_activations=any(p.switch_activations for p in parts),
+        task_flags=tuple(f for p in parts for f in p.task_flags),
         activation=next((p.activation for p in parts if p.activation), None),
         activation_every=tuple(sorted({e for p in parts for e in p.activation_every})),
         schedules=tuple(s for p in parts for s in p.schedules),
