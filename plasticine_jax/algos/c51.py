@@ -43,6 +43,7 @@ from plasticine_jax.algos.pqn_losses import epsilon_greedy, linear_schedule
 from plasticine_jax.algos.replay import replay_add, replay_init, replay_sample
 from plasticine_jax.algos.state import RunState, StepCounter
 from plasticine_jax.envs import Box, make_env
+from plasticine_jax.envs.tasks import ContinualConfig, TaskSchedule
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions.base import Intervention, apply_net_transforms
 from plasticine_jax.metrics.config import MetricsConfig
@@ -104,6 +105,8 @@ class C51(L.UpdateLoop):
     num_updates: int
     warnings: tuple[str, ...] = ()
     algo: str = "c51"
+    tasks: TaskSchedule | None = None
+    continual: ContinualConfig | None = None
     HPARAMS: ClassVar[tuple[str, ...]] = LEARNER_HPARAMS
 
     @property
@@ -172,13 +175,13 @@ class C51(L.UpdateLoop):
         eps = linear_schedule(hp["eps_start"], hp["eps_end"], self.eps_decay_steps, steps.as_float())
         return jnp.where(steps_below(steps, self.cfg.learning_starts), 1.0, eps)
 
-    def _env_step(self, unit, carry, _):
+    def _env_step(self, env, unit, carry, _):
         """One step of every env (epsilon evaluated at the global step before it, CleanRL), into the buffer."""
         env_state, obs, steps, buffer, key = carry
         key, k_act, k_env = jax.random.split(key, 3)
         eps = self._epsilon(unit.hp, steps)
         action = epsilon_greedy(k_act, self._q(unit.params, unit, obs), eps)
-        next_obs, env_state, reward, terminated, _, info = self.env.step(k_env, env_state, action)
+        next_obs, env_state, reward, terminated, _, info = env.step(k_env, env_state, action)
         buffer = replay_add(buffer, {"obs": obs, "action": action, "reward": reward, "next_obs": info["final_obs"],
                                      "terminated": terminated.astype(jnp.float32)})
         ep = (info["episode_done"], info["episode_return"], info["episode_length"])
@@ -217,8 +220,9 @@ class C51(L.UpdateLoop):
         """``train_frequency`` env steps, then one gradient step (once learning started), then the target copy
         (when due)."""
         unit, env_state, obs, steps, buffer, key = carry
+        env = self.env_at(update_idx)
         (env_state, obs, steps, buffer, key), (ep, eps) = jax.lax.scan(
-            lambda c, x: self._env_step(unit, c, x), (env_state, obs, steps, buffer, key), None,
+            lambda c, x: self._env_step(env, unit, c, x), (env_state, obs, steps, buffer, key), None,
             self.cfg.train_frequency)
         key, k_train = jax.random.split(key)
         nb = self.blocks_per_update
@@ -241,7 +245,7 @@ class C51(L.UpdateLoop):
         key, k_metric, k_iv = jax.random.split(key, 3)
         metric_obs = replay_sample(buffer, k_metric, self.cfg.metric_batch)["obs"]
         heavy_due = L.metrics_due(self.metrics, update_idx)
-        acts = L.unit_activations(self.unit, unit, (metric_obs,), heavy_due | self.iv.activations_due(update_idx))
+        acts = L.unit_activations(self.unit, unit, (metric_obs,), heavy_due | self.activations_due(update_idx))
         unit = L.after_update(self.unit, self.iv, unit, k_iv, update_idx, acts)
 
         # ------------------------------------------------------------------ metrics
@@ -269,15 +273,17 @@ def make_train(
     total_timesteps: int = 100_000,
     interventions: list[Intervention] | tuple[Intervention, ...] | Intervention = (),
     metrics: MetricsConfig | None = None,
+    continual: ContinualConfig | None = None,
 ) -> C51:
     """Build a ``C51``: ``jax.jit(jax.vmap(c51.train))(keys)`` trains independent seeds."""
     validate(cfg)
     iv = L.compose_interventions(interventions)
     metrics = metrics or MetricsConfig()
-    env = make_env(env_id, cfg.num_envs)
+    per_update = cfg.num_envs * cfg.steps_per_update
+    tasks = L.task_schedule(continual, per_update, total_timesteps)
+    env = make_env(env_id, cfg.num_envs, continual)
     if isinstance(env.action_space, Box):
         raise ConfigError(f"c51 needs a discrete action space; use td3 or sac for {env_id}")
-    per_update = cfg.num_envs * cfg.steps_per_update
     num_updates = total_timesteps // per_update
     if num_updates < 1:
         raise ConfigError(f"--total-timesteps {total_timesteps} is less than one update ({per_update} env steps); "
@@ -288,8 +294,9 @@ def make_train(
     hp0 = L.learner_hparams(cfg, LEARNER_HPARAMS, iv)
     unit = L.make_unit_spec(UNIT, network, iv, hp0, learning_rate=_constant_lr, max_grad_norm=cfg.max_grad_norm,
                             adam_eps=cfg.adam_eps, num_updates=num_updates, steps_per_update=steps,
-                            env_steps_per_update=per_update, target=True, clip=cfg.clip)
-    warns = L.schedule_warnings(iv, metrics, num_updates)
+                            env_steps_per_update=per_update, target=True, clip=cfg.clip,
+                            task_updates=tasks.task_updates if tasks else 0)
+    warns = L.schedule_warnings(iv, metrics, num_updates, tasks)
     run_steps = num_updates * per_update
     if cfg.learning_starts >= run_steps:
         warns += (f"--c51.learning-starts {cfg.learning_starts} is never reached in this run of {run_steps} env "
@@ -297,7 +304,8 @@ def make_train(
     if cfg.target_network_frequency > run_steps:
         warns += (f"--c51.target-network-frequency {cfg.target_network_frequency} never fires in this run of "
                   f"{run_steps} env steps (the target keeps its initial params); lower it to at most {run_steps}",)
-    return C51(cfg, env_id, total_timesteps, iv, metrics, env, unit, num_updates, warns)
+    return C51(cfg, env_id, total_timesteps, iv, metrics, env, unit, num_updates, warns, tasks=tasks,
+               continual=continual if tasks else None)
 
 
 def _constant_lr(hp):

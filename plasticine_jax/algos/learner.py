@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from plasticine_jax.algos.state import RunState, Unit
+from plasticine_jax.envs.tasks import ContinualConfig, TaskSchedule
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions.base import Context, Intervention, build_optimizer, compose, default_hparams
 from plasticine_jax.interventions.surgery import every
@@ -51,17 +52,76 @@ class Learner(Protocol):
 
 class UpdateLoop:
     """The entry points every learner shares, given its ``init(key, hparams)``, ``_update(state, idx)``,
-    ``num_updates``, ``cfg``, ``iv`` and ``HPARAMS`` (the config fields that are vmappable): the whole run and
-    chunks of it are one ``lax.scan`` over unbatched update indices."""
+    ``num_updates``, ``cfg``, ``iv``, ``env``, ``HPARAMS`` (the config fields that are vmappable) and, in a
+    continual run, ``tasks`` (``envs.tasks.TaskSchedule``) and ``continual`` (its config): the whole run and
+    chunks of it are one ``lax.scan`` over unbatched update indices, with the task switch inside it."""
+
+    tasks: TaskSchedule | None = None
+    continual: ContinualConfig | None = None
 
     def default_hparams(self) -> dict[str, float]:
-        """Vmappable float hyperparameters: the learner's and every intervention's."""
-        return learner_hparams(self.cfg, self.HPARAMS, self.iv)
+        """Vmappable float hyperparameters: the learner's, every intervention's and a continual run's."""
+        hp = learner_hparams(self.cfg, self.HPARAMS, self.iv)
+        if self.tasks is not None:
+            hp["continual.fresh"] = float(self.continual.fresh)
+        return hp
 
     def run_updates(self, state: RunState, start: int | jax.Array, num: int) -> tuple[RunState, dict]:
         """Run ``num`` updates starting at global update index ``start`` (unbatched under vmap)."""
         idx = jnp.asarray(start, jnp.int32) + jnp.arange(num, dtype=jnp.int32)
-        return jax.lax.scan(self._update, state, idx)
+        return jax.lax.scan(self._scan_update, state, idx)
+
+    def _scan_update(self, state: RunState, update_idx: jax.Array) -> tuple[RunState, dict]:
+        """One update, preceded by the task switch on the first update of every task after the first."""
+        if self.tasks is None:
+            return self._update(state, update_idx)
+        state = jax.lax.cond(self.tasks.starts_task(update_idx), lambda s: self._switch_task(s, update_idx),
+                             lambda s: s, state)
+        state, out = self._update(state, update_idx)
+        return state, {**out, "charts/current_task": state.task.astype(jnp.float32)}
+
+    # ------------------------------------------------------------------ continual scenarios
+    def env_at(self, update_idx: jax.Array):
+        """The env bound to the task of this update (the env itself in an ordinary run)."""
+        return self.env if self.tasks is None else self.env.at(self.tasks.task_of(update_idx))
+
+    def activations_due(self, update_idx: jax.Array) -> jax.Array:
+        """Whether an intervention reads activations on this update (its schedule, or a task switch after it)."""
+        due = self.iv.activations_due(update_idx)
+        if self.tasks is not None and self.iv.switch_activations:
+            due = due | self.tasks.ends_task(update_idx)
+        return due
+
+    def unit_specs(self) -> dict[str, UnitSpec]:
+        """Every unit of the learner by name."""
+        return {v.name: v for v in vars(self).values() if isinstance(v, UnitSpec)}
+
+    def _switch_task(self, state: RunState, update_idx: jax.Array) -> RunState:
+        """Start the task of ``update_idx``: fresh episodes of the new task (normalisation statistics restart
+        unless kept), optionally fresh optimizer states and an empty replay buffer, and, where the vmappable
+        ``continual.fresh`` is 1, a freshly initialised learner (the fresh-network baseline). The intervention
+        task-switch hooks already ran after the previous update (``after_update``)."""
+        c = self.continual
+        task = self.tasks.task_of(update_idx)
+        key, k_env, k_fresh = jax.random.split(state.key, 3)
+        previous = state.env_state if c.keep_norm_stats else None
+        obs, env_state = self.env.at(task).reset(k_env, previous)
+        units = dict(state.units)
+        if c.reset_optimizer:
+            specs = self.unit_specs()
+            units = {n: u.replace(opt_state=fresh_opt_state(specs[n], u)) for n, u in units.items()}
+        buffer, extra = state.buffer, state.extra
+        hp = next(iter(units.values())).hp
+        fresh = self.init(k_fresh, hp)
+        if c.reset_buffer:
+            buffer = fresh.buffer
+        pick = hp["continual.fresh"] > 0.5
+        choose = lambda new, old: jax.tree.map(lambda a, b: jnp.where(pick, a, b), new, old)
+        units = choose(fresh.units, units)
+        buffer = choose(fresh.buffer, buffer)
+        extra = choose(fresh.extra, extra)
+        return state.replace(units=units, env_state=env_state, obs=obs, key=key, task=task, buffer=buffer,
+                             extra=extra)
 
     def train(self, key: jax.Array, hparams: dict | None = None) -> tuple[RunState, dict]:
         """The whole run for one seed: returns (final carry, metrics stacked over updates)."""
@@ -99,7 +159,7 @@ class UnitSpec:
 def make_unit_spec(name: str, network: Network, iv: Intervention, hp_defaults: dict, *, learning_rate: Callable,
                    max_grad_norm: float | None, adam_eps: float, num_updates: int, steps_per_update: int,
                    env_steps_per_update: int, tag: str = "", target: bool = False,
-                   clip: str = "global_norm", optimizer: str = "adam") -> UnitSpec:
+                   clip: str = "global_norm", optimizer: str = "adam", task_updates: int = 0) -> UnitSpec:
     """A unit whose optimizer is the intervention chain around Adam (``build_optimizer``).
     ``learning_rate(hp) -> schedule(count)`` so the learning rate can be a vmapped hyperparameter."""
 
@@ -107,7 +167,7 @@ def make_unit_spec(name: str, network: Network, iv: Intervention, hp_defaults: d
         return build_optimizer(iv, hp, learning_rate(hp), max_grad_norm, adam_eps, network, clip, optimizer)
 
     hp0 = {k: jnp.asarray(v, jnp.float32) for k, v in hp_defaults.items()}
-    ctx = Context(network, num_updates, steps_per_update, env_steps_per_update, make_tx(hp0), name)
+    ctx = Context(network, num_updates, steps_per_update, env_steps_per_update, make_tx(hp0), name, task_updates)
     return UnitSpec(name, network, make_tx, ctx, tag, target)
 
 
@@ -160,10 +220,27 @@ def unit_activations(spec: UnitSpec, unit: Unit, inputs: tuple, due: jax.Array) 
 
 def after_update(spec: UnitSpec, iv: Intervention, unit: Unit, key: jax.Array, update_idx: jax.Array,
                  acts: dict) -> Unit:
-    """The per-update intervention event for one unit."""
-    if iv.after_update is None:
-        return unit
-    return iv.after_update(spec.ctx, unit, key, update_idx, acts)
+    """The per-update intervention event for one unit, then (continual runs, on the last update of every task
+    but the last) the task-switch event ``on_task_switch`` with the same activations."""
+    tu = spec.ctx.task_updates
+    switch = iv.on_task_switch is not None and tu > 0
+    if switch:
+        key, k_switch = jax.random.split(key)
+    if iv.after_update is not None:
+        unit = iv.after_update(spec.ctx, unit, key, update_idx, acts)
+    if switch:
+        nxt = update_idx + 1
+        ends = (nxt % tu == 0) & (nxt < spec.ctx.num_updates)
+        unit = jax.lax.cond(ends, lambda u: iv.on_task_switch(spec.ctx, u, k_switch, nxt // tu, acts),
+                            lambda u: u, unit)
+    return unit
+
+
+def fresh_opt_state(spec: UnitSpec, unit: Unit):
+    """A fresh optimizer state for a unit's current params, keeping plasticity injection's phase flag."""
+    new = spec.make_tx(unit.hp).init(unit.params)
+    flag = optax.tree_utils.tree_get_all_with_path(unit.opt_state, "injected")
+    return optax.tree_utils.tree_set(new, injected=flag[0][1]) if flag else new
 
 
 def metrics_due(metrics: MetricsConfig, update_idx: jax.Array) -> jax.Array:
@@ -222,9 +299,14 @@ def learner_hparams(cfg, names: tuple[str, ...], iv: Intervention) -> dict[str, 
     return {**{k: float(getattr(cfg, k)) for k in names}, **default_hparams(iv)}
 
 
-def schedule_warnings(iv: Intervention, metrics: MetricsConfig, num_updates: int) -> tuple[str, ...]:
-    """One line per scheduled intervention or metric that can never fire within ``num_updates`` updates."""
+def schedule_warnings(iv: Intervention, metrics: MetricsConfig, num_updates: int,
+                      tasks: TaskSchedule | None = None) -> tuple[str, ...]:
+    """One line per scheduled intervention or metric that can never fire within ``num_updates`` updates (and
+    per task-switch option in a run without a task sequence)."""
     out = []
+    if tasks is None or tasks.num_tasks < 2:
+        out += [f"{flag} never fires: this run has no task switch (set --continual.num-tasks >= 2 or a "
+                f"continual --preset)" for flag in iv.task_flags]
     for flag, period in iv.schedules:
         if period > num_updates:
             out.append(f"{flag} {period} never fires in this run of {num_updates} updates; lower it to at most "
@@ -233,6 +315,12 @@ def schedule_warnings(iv: Intervention, metrics: MetricsConfig, num_updates: int
         out.append(f"--metrics.every {metrics.every} never computes the heavy plasticity metrics in this run of "
                    f"{num_updates} updates; lower it to at most {num_updates}")
     return tuple(out)
+
+
+def task_schedule(continual: ContinualConfig | None, env_steps_per_update: int,
+                  total_timesteps: int) -> TaskSchedule | None:
+    """The run's task schedule (None outside a continual run)."""
+    return None if continual is None else TaskSchedule.build(continual, env_steps_per_update, total_timesteps)
 
 
 def emit_warnings(lines: tuple[str, ...]) -> None:

@@ -21,6 +21,7 @@ from plasticine_jax.algos.ppo_losses import distribution, gae, ppo_loss
 from plasticine_jax.algos.state import RunState, StepCounter
 from plasticine_jax.envs import Box, make_env
 from plasticine_jax.envs.normalize import wrap_env
+from plasticine_jax.envs.tasks import ContinualConfig, TaskSchedule
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions.base import Intervention, apply_net_transforms
 from plasticine_jax.metrics.collect import feature_metrics, metric_prefix, torso_features
@@ -59,6 +60,8 @@ class PPO(L.UpdateLoop):
     num_updates: int
     warnings: tuple[str, ...] = ()
     algo: str = "ppo"
+    tasks: TaskSchedule | None = None
+    continual: ContinualConfig | None = None
     HPARAMS: ClassVar[tuple[str, ...]] = LEARNER_HPARAMS
 
     @property
@@ -80,10 +83,10 @@ class PPO(L.UpdateLoop):
                         jnp.zeros((), jnp.int32))
 
     # ------------------------------------------------------------------ act
-    def _rollout(self, state: RunState):
+    def _rollout(self, state: RunState, env):
         unit = state.units[UNIT]
         net = self.network
-        box = self.env.action_space if self.continuous else None
+        box = env.action_space if self.continuous else None
 
         def env_step(carry, _):
             env_state, obs, key = carry
@@ -93,7 +96,7 @@ class PPO(L.UpdateLoop):
             action = sample(k_act)
             logp = log_prob(action)
             env_action = jnp.clip(action, box.low_array, box.high_array) if self.continuous else action
-            next_obs, env_state, reward, terminated, truncated, info = self.env.step(k_env, env_state, env_action)
+            next_obs, env_state, reward, terminated, truncated, info = env.step(k_env, env_state, env_action)
             if self.cfg.bootstrap_truncation:  # truncated: bootstrap from V(final_obs), folded into the reward
                 _, final_value = net.apply(unit.params, unit.net_state, info["final_obs"])
                 reward = reward + unit.hp["gamma"] * jax.lax.stop_gradient(final_value) * truncated
@@ -147,7 +150,7 @@ class PPO(L.UpdateLoop):
     def _update(self, state: RunState, update_idx: jax.Array):
         """One iteration: rollout, GAE, epochs x minibatches, interventions, metrics."""
         cfg = self.cfg
-        traj, env_state, last_obs, key = self._rollout(state)
+        traj, env_state, last_obs, key = self._rollout(state, self.env_at(update_idx))
         unit = state.units[UNIT]
         _, last_value = self.network.apply(unit.params, unit.net_state, last_obs)
         adv, ret = gae(traj.reward, traj.value, traj.done, last_value, unit.hp["gamma"], unit.hp["gae_lambda"])
@@ -171,7 +174,7 @@ class PPO(L.UpdateLoop):
 
         # activations once, on the update's last minibatch: read by interventions and metrics alike
         heavy_due = L.metrics_due(self.metrics, update_idx)
-        acts = L.unit_activations(self.unit, unit, (last_mb_obs[-1],), heavy_due | self.iv.activations_due(update_idx))
+        acts = L.unit_activations(self.unit, unit, (last_mb_obs[-1],), heavy_due | self.activations_due(update_idx))
         key, k_iv = jax.random.split(key)
         unit = L.after_update(self.unit, self.iv, unit, k_iv, update_idx, acts)
 
@@ -200,6 +203,7 @@ def make_train(
     total_timesteps: int = 500_000,
     interventions: list[Intervention] | tuple[Intervention, ...] | Intervention = (),
     metrics: MetricsConfig | None = None,
+    continual: ContinualConfig | None = None,
 ) -> PPO:
     """Build a ``PPO``: ``jax.jit(jax.vmap(ppo.train))(keys)`` trains independent seeds."""
     iv = L.compose_interventions(interventions)
@@ -210,7 +214,8 @@ def make_train(
     num_updates = total_timesteps // batch
     if num_updates < 1:
         raise ConfigError(f"--total-timesteps {total_timesteps} is less than one rollout ({batch} steps); raise it")
-    env = wrap_env(make_env(env_id, cfg.num_envs), cfg.normalize_obs, cfg.normalize_reward, cfg.gamma)
+    tasks = L.task_schedule(continual, batch, total_timesteps)
+    env = wrap_env(make_env(env_id, cfg.num_envs, continual), cfg.normalize_obs, cfg.normalize_reward, cfg.gamma)
     continuous = isinstance(env.action_space, Box)
     action_dim = env.action_space.shape[0] if continuous else env.action_space.n
     network = make_network(apply_net_transforms(cfg.net, iv), env.observation_space.shape, action_dim, continuous)
@@ -218,6 +223,8 @@ def make_train(
     hp0 = L.learner_hparams(cfg, LEARNER_HPARAMS, iv)
     unit = L.make_unit_spec(UNIT, network, iv, hp0, learning_rate=L.linear_lr(cfg.anneal_lr, steps, num_updates),
                             max_grad_norm=cfg.max_grad_norm, adam_eps=cfg.adam_eps, num_updates=num_updates,
-                            steps_per_update=steps, env_steps_per_update=batch, clip=cfg.clip)
-    warns = L.schedule_warnings(iv, metrics, num_updates)
-    return PPO(cfg, env_id, total_timesteps, iv, metrics, env, unit, continuous, num_updates, warns)
+                            steps_per_update=steps, env_steps_per_update=batch, clip=cfg.clip,
+                            task_updates=tasks.task_updates if tasks else 0)
+    warns = L.schedule_warnings(iv, metrics, num_updates, tasks)
+    return PPO(cfg, env_id, total_timesteps, iv, metrics, env, unit, continuous, num_updates, warns,
+               tasks=tasks, continual=continual if tasks else None)

@@ -28,6 +28,7 @@ from plasticine_jax.algos.pqn_config import PQNConfig, validate
 from plasticine_jax.algos.pqn_losses import epsilon_greedy, linear_schedule, pqn_loss, q_lambda_targets
 from plasticine_jax.algos.state import RunState, StepCounter
 from plasticine_jax.envs import Box, make_env
+from plasticine_jax.envs.tasks import ContinualConfig, TaskSchedule
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions.base import Intervention, apply_net_transforms
 from plasticine_jax.metrics.config import MetricsConfig
@@ -73,6 +74,8 @@ class PQN(L.UpdateLoop):
     num_updates: int
     warnings: tuple[str, ...] = ()
     algo: str = "pqn"
+    tasks: TaskSchedule | None = None
+    continual: ContinualConfig | None = None
     HPARAMS: ClassVar[tuple[str, ...]] = LEARNER_HPARAMS
 
     @property
@@ -107,7 +110,7 @@ class PQN(L.UpdateLoop):
         unit = units[UNIT]
         return epsilon_greedy(key, self._q(unit.params, unit, obs), self.cfg.eval_epsilon)
 
-    def _rollout(self, state: RunState):
+    def _rollout(self, state: RunState, env):
         """``num_steps`` epsilon-greedy steps of every env; epsilon is evaluated at the global env step after
         the step (CleanRL increments ``global_step`` before computing it), one coin per env."""
         unit = state.units[UNIT]
@@ -120,7 +123,7 @@ class PQN(L.UpdateLoop):
             steps = steps.add(self.cfg.num_envs)
             eps = epsilon_at(hp, steps, self.eps_decay_steps)
             action = epsilon_greedy(k_act, q, eps)
-            next_obs, env_state, reward, terminated, truncated, info = self.env.step(k_env, env_state, action)
+            next_obs, env_state, reward, terminated, truncated, info = env.step(k_env, env_state, action)
             if self.cfg.bootstrap_truncation:  # truncated: bootstrap from max_a Q(final_obs), folded into r
                 final_q = self._q(unit.params, unit, info["final_obs"]).max(-1)
                 reward = reward + hp["gamma"] * jax.lax.stop_gradient(final_q) * truncated
@@ -156,7 +159,7 @@ class PQN(L.UpdateLoop):
     def _update(self, state: RunState, update_idx: jax.Array):
         """One iteration: rollout, Q(lambda), epochs x minibatches, interventions, metrics."""
         cfg = self.cfg
-        traj, env_state, last_obs, key, eps = self._rollout(state)
+        traj, env_state, last_obs, key, eps = self._rollout(state, self.env_at(update_idx))
         unit = state.units[UNIT]
         targets = self._targets(unit, traj, last_obs)
         batch_size = self.env_steps_per_update
@@ -178,7 +181,7 @@ class PQN(L.UpdateLoop):
 
         # activations once, on the whole rollout batch (reference §4.2: PQN's metrics use the full batch)
         heavy_due = L.metrics_due(self.metrics, update_idx)
-        acts = L.unit_activations(self.unit, unit, (batch["obs"],), heavy_due | self.iv.activations_due(update_idx))
+        acts = L.unit_activations(self.unit, unit, (batch["obs"],), heavy_due | self.activations_due(update_idx))
         key, k_iv = jax.random.split(key)
         unit = L.after_update(self.unit, self.iv, unit, k_iv, update_idx, acts)
 
@@ -205,15 +208,17 @@ def make_train(
     total_timesteps: int = 500_000,
     interventions: list[Intervention] | tuple[Intervention, ...] | Intervention = (),
     metrics: MetricsConfig | None = None,
+    continual: ContinualConfig | None = None,
 ) -> PQN:
     """Build a ``PQN``: ``jax.jit(jax.vmap(pqn.train))(keys)`` trains independent seeds."""
     validate(cfg)
     iv = L.compose_interventions(interventions)
     metrics = metrics or MetricsConfig()
-    env = make_env(env_id, cfg.num_envs)
+    batch = cfg.num_envs * cfg.num_steps
+    tasks = L.task_schedule(continual, batch, total_timesteps)
+    env = make_env(env_id, cfg.num_envs, continual)
     if isinstance(env.action_space, Box):
         raise ConfigError(f"pqn needs a discrete action space; use td3 or sac for {env_id}")
-    batch = cfg.num_envs * cfg.num_steps
     num_updates = total_timesteps // batch
     if num_updates < 1:
         raise ConfigError(f"--total-timesteps {total_timesteps} is less than one rollout ({batch} steps); raise it")
@@ -222,6 +227,8 @@ def make_train(
     hp0 = L.learner_hparams(cfg, LEARNER_HPARAMS, iv)
     unit = L.make_unit_spec(UNIT, network, iv, hp0, learning_rate=L.linear_lr(cfg.anneal_lr, steps, num_updates),
                             max_grad_norm=cfg.max_grad_norm, adam_eps=cfg.adam_eps, num_updates=num_updates,
-                            steps_per_update=steps, env_steps_per_update=batch, optimizer=cfg.optimizer, clip=cfg.clip)
-    warns = L.schedule_warnings(iv, metrics, num_updates)
-    return PQN(cfg, env_id, total_timesteps, iv, metrics, env, unit, num_updates, warns)
+                            steps_per_update=steps, env_steps_per_update=batch, optimizer=cfg.optimizer, clip=cfg.clip,
+                            task_updates=tasks.task_updates if tasks else 0)
+    warns = L.schedule_warnings(iv, metrics, num_updates, tasks)
+    return PQN(cfg, env_id, total_timesteps, iv, metrics, env, unit, num_updates, warns, tasks=tasks,
+               continual=continual if tasks else None)

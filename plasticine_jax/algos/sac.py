@@ -15,6 +15,7 @@ by a temperature step; and every critic step by the Polyak update of the critic 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -49,6 +50,7 @@ from plasticine_jax.algos.td3 import (
 )
 from plasticine_jax.algos.td3_losses import polyak
 from plasticine_jax.envs import make_env
+from plasticine_jax.envs.tasks import ContinualConfig, TaskSchedule
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions.base import Intervention, apply_net_transforms
 from plasticine_jax.metrics.config import MetricsConfig
@@ -73,6 +75,8 @@ class SAC(ActionBounds, L.UpdateLoop):
     num_updates: int
     warnings: tuple[str, ...] = ()
     algo: str = "sac"
+    tasks: TaskSchedule | None = None
+    continual: ContinualConfig | None = None
     HPARAMS: ClassVar[tuple[str, ...]] = LEARNER_HPARAMS
 
     @property
@@ -183,13 +187,13 @@ class SAC(ActionBounds, L.UpdateLoop):
         critic = critic.replace(target=polyak(critic.target, critic.params, critic.hp["tau"]))
         return (actor, critic, extra), {CRITIC: caux, ACTOR: aaux}
 
-    def _env_step(self, carry, s: jax.Array):
+    def _env_step(self, env, carry, s: jax.Array):
         """Env step ``s`` (per-env global index, unbatched): act, step, store, then train once learning started."""
         units, env_state, obs, buffer, key = carry
         key, k_act, k_env, k_train = jax.random.split(key, 4)
         s0 = first_training_step(self.cfg.learning_starts, self.cfg.num_envs)
         action = self._act(units[0], obs, k_act, s < s0)
-        next_obs, env_state, t, ep = env_transition(self.env, k_env, env_state, obs, action,
+        next_obs, env_state, t, ep = env_transition(env, k_env, env_state, obs, action,
                                                     self.cfg.bootstrap_truncation)
         buffer = replay_add(buffer, t)
         actor_due = (s - s0 + 1) % self.cfg.policy_frequency == 0  # every policy_frequency-th critic step
@@ -204,13 +208,14 @@ class SAC(ActionBounds, L.UpdateLoop):
         before = {ACTOR: actor.params, CRITIC: critic.params}
         s = update_idx * cfg.steps_per_update + jnp.arange(cfg.steps_per_update, dtype=jnp.int32)
         ((actor, critic, extra), env_state, obs, buffer, key), (caux, aaux, ep) = jax.lax.scan(
-            self._env_step, ((actor, critic, state.extra), state.env_state, state.obs, state.buffer, state.key), s)
+            functools.partial(self._env_step, self.env_at(update_idx)),
+            ((actor, critic, state.extra), state.env_state, state.obs, state.buffer, state.key), s)
 
         # activations once per unit, on a static metric batch from replay: read by interventions and metrics
         key, k_mb, k_iva, k_ivc = jax.random.split(key, 4)
         mb = replay_sample(buffer, k_mb, cfg.metric_batch)
         heavy_due = L.metrics_due(self.metrics, update_idx)
-        due = heavy_due | self.iv.activations_due(update_idx)
+        due = heavy_due | self.activations_due(update_idx)
         acts_a = L.unit_activations(self.actor, actor, (mb.obs,), due)
         acts_c = L.unit_activations(self.critic, critic, (mb.obs, mb.action), due)  # the critic's own features
         # scheduled interventions only once training has started (as TD3, reference §3.0)
@@ -245,15 +250,17 @@ def make_train(
     total_timesteps: int = 20_000,
     interventions: list[Intervention] | tuple[Intervention, ...] | Intervention = (),
     metrics: MetricsConfig | None = None,
+    continual: ContinualConfig | None = None,
 ) -> SAC:
     """Build a ``SAC``: ``jax.jit(jax.vmap(sac.train))(keys)`` trains independent seeds."""
     validate(cfg)
     iv = L.compose_interventions(interventions)
     metrics = metrics or MetricsConfig()
-    env = make_env(env_id, cfg.num_envs)
+    env = make_env(env_id, cfg.num_envs, continual)
     space = continuous_space(env, env_id, "sac")
     batch = cfg.num_envs * cfg.steps_per_update
     num_updates = total_timesteps // batch
+    tasks = L.task_schedule(continual, batch, total_timesteps)
     if num_updates < 1:
         raise ConfigError(f"--total-timesteps {total_timesteps} is less than one update ({batch} env steps = "
                           f"--sac.num-envs x --sac.steps-per-update); raise it")
@@ -261,10 +268,12 @@ def make_train(
     obs_shape = env.observation_space.shape
     hp0 = L.learner_hparams(cfg, LEARNER_HPARAMS, iv)
     common = dict(max_grad_norm=cfg.max_grad_norm, clip=cfg.clip, adam_eps=cfg.adam_eps, num_updates=num_updates,
-                  env_steps_per_update=batch, steps_per_update=cfg.steps_per_update)
+                  env_steps_per_update=batch, steps_per_update=cfg.steps_per_update,
+                  task_updates=tasks.task_updates if tasks else 0)
     actor = L.make_unit_spec(ACTOR, make_gaussian_actor(net_cfg, obs_shape, space.shape[0]), iv, hp0,
                              learning_rate=constant_lr("actor_lr"), tag=ACTOR, **common)
     critic = L.make_unit_spec(CRITIC, make_twin_critic(net_cfg, obs_shape, space.shape[0]), iv, hp0,
                               learning_rate=constant_lr("critic_lr"), tag=CRITIC, target=True, **common)
-    warns = L.schedule_warnings(iv, metrics, num_updates)
-    return SAC(cfg, env_id, total_timesteps, iv, metrics, env, actor, critic, num_updates, warns)
+    warns = L.schedule_warnings(iv, metrics, num_updates, tasks)
+    return SAC(cfg, env_id, total_timesteps, iv, metrics, env, actor, critic, num_updates, warns, tasks=tasks,
+               continual=continual if tasks else None)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+from plasticine_jax.envs import tasks
 from plasticine_jax.envs.episode_stats import EpisodeStats
+from plasticine_jax.envs.shifts import FlipReward, PermuteObservation
+from plasticine_jax.envs.tasks import ContinualConfig
 from plasticine_jax.errors import ConfigError
 
 BACKENDS = ("gymnax", "craftax")
@@ -53,6 +58,46 @@ def make_backend(spec: str, num_envs: int, **kwargs: Any):
     raise AssertionError(backend)
 
 
-def make_env(spec: str, num_envs: int, **kwargs: Any):
-    """Backend VecEnv wrapped with in-graph episode statistics (raw rewards)."""
-    return EpisodeStats(make_backend(spec, num_envs, **kwargs))
+def make_env(spec: str, num_envs: int, continual: ContinualConfig | None = None, **kwargs: Any):
+    """Backend VecEnv wrapped with in-graph episode statistics (raw rewards). With a ``continual`` task
+    sequence the env follows it (``at(task)``, ``envs.tasks``) and ``task_tables`` records the sequence."""
+    if continual is None or not continual.enabled:
+        return EpisodeStats(make_backend(spec, num_envs, **kwargs))
+    env, tables = make_task_backend(spec, num_envs, continual, **kwargs)
+    if "permute" in continual.shifts:
+        table = tasks.permutation_table(continual, int(np.prod(env.observation_space.shape)))
+        env = PermuteObservation(env, table)
+        tables["permutation"] = table
+    if "reward_flip" in continual.shifts:
+        signs = tasks.reward_signs(continual)
+        env = FlipReward(env, signs)
+        tables["reward_sign"] = signs
+    out = EpisodeStats(env)
+    out.task_tables = tables
+    return out
+
+
+def make_task_backend(spec: str, num_envs: int, c: ContinualConfig, **kwargs: Any) -> tuple[Any, dict]:
+    """The backend of a task sequence: several games, per-task parameters, or the plain backend (when only
+    observations or rewards shift), with the tables that define it."""
+    backend, name = parse_env_id(spec)
+    if "games" in c.shifts:
+        from plasticine_jax.envs.multigame import MultiGameVecEnv
+
+        if backend != "gymnax":
+            raise ConfigError(f"--continual.shifts games plays gymnax MinAtar games; --env {spec} is not one")
+        return MultiGameVecEnv(tuple(c.games), num_envs), {"game": tasks.game_sequence(c)}
+    if "params" in c.shifts:
+        if backend != "gymnax":
+            raise ConfigError(f"--continual.shifts params shifts gymnax env parameters; --env {spec} is a "
+                              f"{backend} env")
+        from plasticine_jax.envs.gymnax_env import GymnaxVecEnv
+
+        probe = GymnaxVecEnv(name, num_envs, **kwargs)
+        known = {f: getattr(probe.params, f) for f in vars(probe.params) if not f.startswith("_")}
+        bad = [p for p in c.params if p not in known]
+        if bad:
+            raise ConfigError(f"gymnax {name} has no parameter '{bad[0]}'; its parameters: {', '.join(known)}")
+        table = tasks.param_table(c, {p: float(known[p]) for p in c.params})
+        return GymnaxVecEnv(name, num_envs, params_table=table, **kwargs), {f"param/{k}": v for k, v in table.items()}
+    return make_backend(spec, num_envs, **kwargs), {}
