@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 
-USAGE = """usage: python -m plasticine_jax {train,bench} [options]
+USAGE = """usage: python -m plasticine_jax {train,presets,bench} [options]
 
   train   train a learner over vmapped seeds (python -m plasticine_jax train --help)
+  presets list the scenario presets (--preset NAME) and every learner's presets, one line each
   bench   throughput / compile-time / memory benchmark of every learner; runs the repository's
           experiments/bench.py, so only from a clone (python -m plasticine_jax bench --help)
 """
@@ -31,10 +32,45 @@ def _print_summary(result, cfg) -> None:
             table.add_row(str(s), *[f"{p[k]:g}" for k in sweep_keys], f"{result.final_returns[i]:.1f}", f"{best:.1f}")
             i += 1
     Console(stderr=False).print(table)
+    if result.per_task:
+        _print_tasks(result, sweep_keys)
     n_runs = len(result.seeds) * len(result.sweep)
     sps = result.env_steps * n_runs / max(result.wall_time, 1e-9)
     print(f"{n_runs} run(s) x {result.env_steps:,} steps in {result.wall_time:.1f}s "
           f"(+{result.compile_time:.1f}s compile): {sps:,.0f} env steps/s; outputs in {cfg.run.out}")
+
+
+def _print_tasks(result, sweep_keys: list[str]) -> None:
+    """Per-task results of a continual run: seed-mean return at the end of each task (and over it), and the
+    continual - fresh gap when the run swept continual.fresh."""
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    from plasticine_jax.run.driver import fresh_gaps
+
+    table = Table(title="per task (mean over seeds): return at the end of the task / over the task")
+    for col in [*sweep_keys, "task", "end return", "mean return"]:
+        table.add_column(col, justify="right")
+    groups: dict[tuple, list[dict]] = {}
+    for r in result.per_task:
+        groups.setdefault((*[r[k] for k in sweep_keys], r["task"]), []).append(r)
+    for g, rs in groups.items():
+        end = np.asarray([r["end_return"] for r in rs], float)
+        mean = np.asarray([r["mean_return"] for r in rs], float)
+        fmt = lambda x: f"{np.nanmean(x):.1f}" if np.isfinite(x).any() else "nan"
+        table.add_row(*[f"{v:g}" for v in g[:-1]], str(g[-1]), fmt(end), fmt(mean))
+    Console(stderr=False).print(table)
+    gaps = fresh_gaps(result.per_task)
+    if gaps:
+        t2 = Table(title="plasticity: continual vs fresh network on each task (end return; gap < 0 = lost)")
+        others = [k for k in gaps[0] if k not in ("task", "continual", "fresh", "gap")]
+        for col in [*others, "task", "continual", "fresh", "gap"]:
+            t2.add_column(col, justify="right")
+        for r in gaps:
+            t2.add_row(*[f"{r[k]:g}" for k in others], str(r["task"]), f"{r['continual']:.1f}", f"{r['fresh']:.1f}",
+                       f"{r['gap']:+.1f}")
+        Console(stderr=False).print(t2)
 
 
 def train_main(argv: list[str]) -> int:
@@ -69,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     cmd, rest = argv[0], argv[1:]
     if cmd == "train":
         return train_main(rest)
+    if cmd == "presets":
+        from plasticine_jax.presets import describe_all
+
+        print(describe_all())
+        return 0
     if cmd == "bench":  # the benchmark is the repository's experiments/bench.py, not part of the package
         import importlib.util
         from pathlib import Path
@@ -85,5 +126,5 @@ def main(argv: list[str] | None = None) -> int:
         sys.modules[spec.name] = bench
         spec.loader.exec_module(bench)
         return bench.main(rest)
-    print(f"error: unknown command '{cmd}'; use train or bench", file=sys.stderr)
+    print(f"error: unknown command '{cmd}'; use train, presets or bench", file=sys.stderr)
     return 2

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import tyro
 
 from plasticine_jax.algos import registry
+from plasticine_jax.envs.tasks import ContinualConfig
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions.registry import REGISTRY, canonical, options_class, parse_list
 from plasticine_jax.metrics.config import MetricsConfig
@@ -42,19 +43,24 @@ def _overrides_class(name: str, base: type, skip: tuple[str, ...] = ()) -> type:
 ALGO_OVERRIDES = {a: _overrides_class(f"{a.upper()}Overrides", registry.config_class(a), skip=("net",))
                   for a in ALGOS}
 NetOverrides = _overrides_class("NetOverrides", NetConfig, skip=("injection",))
+ContinualOverrides = _overrides_class("ContinualOverrides", ContinualConfig)
+DEFAULT_ALGO, DEFAULT_ENV, DEFAULT_TIMESTEPS = "ppo", "gymnax:CartPole-v1", 500_000
 
 
 @dataclass(frozen=True)
 class RunOptions:
     """What to train and where to write it."""
 
-    algo: str = "ppo"  # learner: ppo | pqn | td3 | sac | c51
-    env: str = "gymnax:CartPole-v1"  # backend:id, e.g. gymnax:Breakout-MinAtar, craftax:Craftax-Classic-Symbolic-v1
-    preset: str | None = None  # the learner's presets (e.g. ppo: cartpole|minatar|continuous|procgen|craftax;
-    # pqn/c51: cartpole|minatar|atari; td3/sac: pendulum|dmc); default: chosen by env
+    algo: str | None = None  # learner: ppo | pqn | td3 | sac | c51 (default ppo, or the scenario preset's)
+    env: str | None = None  # backend:id, e.g. gymnax:Breakout-MinAtar, craftax:Craftax-Classic-Symbolic-v1
+    # (default gymnax:CartPole-v1, or the scenario preset's)
+    preset: str | None = None  # a scenario preset (python -m plasticine_jax presets: e.g. cpu-continual-minatar)
+    # or the learner's own (ppo: cartpole|minatar|continuous|procgen|craftax; pqn/c51: cartpole|minatar|atari;
+    # td3/sac: pendulum|dmc); default: chosen by env
     num_seeds: int = 4  # independent seeds, vmapped in one compile
     seed: int = 0  # first seed; seeds are seed, seed+1, ...
-    total_timesteps: int = 500_000  # env steps per seed
+    total_timesteps: int | None = None  # env steps per seed (default 500k, a preset's, or a continual run's
+    # num_tasks x task_timesteps)
     out: str = "runs/default"  # output directory (config.json, metrics.jsonl, wandb/)
     overwrite: bool = False  # allow writing into a non-empty --out
     interventions: str = ""  # comma list of names or aliases, e.g. redo,ln,snp (empty = vanilla)
@@ -75,6 +81,9 @@ def _build_train_args() -> type:
         *[(a, cls, field(default_factory=cls)) for a, cls in ALGO_OVERRIDES.items()],
         ("net", NetOverrides, field(default_factory=NetOverrides)),
         ("metrics", MetricsConfig, field(default_factory=MetricsConfig)),
+        ("continual", Annotated[ContinualOverrides, tyro.conf.arg(help="task sequence of a continual run "
+                                                                        "(envs/tasks.py)")],
+         field(default_factory=ContinualOverrides)),
     ]
     for name, (alias, _) in REGISTRY.items():
         cls = options_class(name)
@@ -95,6 +104,8 @@ class RunConfig:
     interventions: tuple[str, ...]
     intervention_options: dict[str, Any]
     sweep: tuple[dict[str, float], ...]  # one hparam override dict per grid point ({} when no sweep)
+    continual: ContinualConfig = field(default_factory=ContinualConfig)
+    scenario: str | None = None  # the scenario preset applied, if any
 
 
 def _apply_overrides(base: Any, overrides: Any) -> Any:
@@ -123,7 +134,7 @@ def parse_sweep(specs: tuple[str, ...], valid: dict[str, float]) -> tuple[dict[s
 def _canonical_hparam(key: str, valid: dict[str, float]) -> str:
     aliases = {"lr": "learning_rate"}
     key = aliases.get(key, key)
-    if "." in key:
+    if "." in key and not key.startswith("continual."):
         iv, fld = key.split(".", 1)
         key = f"{canonical(iv)}.{fld}"
     if key not in valid:
@@ -133,11 +144,36 @@ def _canonical_hparam(key: str, valid: dict[str, float]) -> str:
 
 
 def resolve_run(args: Any) -> RunConfig:
-    """Validate CLI args and produce a RunConfig (raises ConfigError with one clear line)."""
-    run: RunOptions = args.run
-    algo = registry.check_algo(run.algo)
+    """Validate CLI args and produce a RunConfig (raises ConfigError with one clear line). A scenario preset
+    (``plasticine_jax.presets``) fills algo, env, budget, learner and task sequence; explicit flags win."""
+    from plasticine_jax.envs import tasks
     from plasticine_jax.envs.registry import validate_env_id
+    from plasticine_jax.presets import PRESETS as SCENARIOS
 
+    run: RunOptions = args.run
+    scenario = SCENARIOS.get(run.preset) if run.preset else None
+    if scenario is not None and scenario.needs:
+        raise ConfigError(f"preset {run.preset} needs {scenario.needs}, which this version does not have yet; "
+                          f"run a cpu-* preset (python -m plasticine_jax presets)")
+    continual = _apply_overrides(scenario.continual if scenario else ContinualConfig(), args.continual)
+    tasks.validate(continual)
+    algo = run.algo or (scenario.algo if scenario else DEFAULT_ALGO)
+    env = run.env or (scenario.env if scenario else DEFAULT_ENV)
+    if continual.enabled and "games" in continual.shifts:
+        first = f"gymnax:{continual.games[0]}"
+        if run.env and run.env != first:
+            raise ConfigError(f"--env {run.env} conflicts with --continual.games (the run's env is the first game, "
+                              f"{first}); drop --env")
+        env = first
+    total = run.total_timesteps or (scenario.total_timesteps if scenario else None)
+    if continual.enabled:
+        budget = continual.num_tasks * continual.task_timesteps
+        if run.total_timesteps and run.total_timesteps != budget:
+            raise ConfigError(f"--total-timesteps {run.total_timesteps} != --continual.num-tasks x "
+                              f"--continual.task-timesteps = {budget}; drop --total-timesteps in a continual run")
+        total = budget
+    run = replace(run, algo=algo, env=env, total_timesteps=total or DEFAULT_TIMESTEPS)
+    algo = registry.check_algo(run.algo)
     validate_env_id(run.env)
     for other in ALGOS:
         given = [f.name for f in fields(getattr(args, other)) if getattr(getattr(args, other), f.name) is not None]
@@ -145,10 +181,17 @@ def resolve_run(args: Any) -> RunConfig:
             flag = f"--{other}.{given[0].replace('_', '-')}"
             raise ConfigError(f"{flag} applies to --algo {other}, not --algo {algo}; use --{algo}.* options")
     cm = registry.config_module(algo)
-    preset = run.preset or cm.default_preset(run.env)
+    if scenario is not None and algo != scenario.algo:
+        raise ConfigError(f"preset {run.preset} is a {scenario.algo} scenario; drop --algo {algo} or pick another "
+                          f"preset")
+    preset = scenario.learner_preset if scenario else (run.preset or cm.default_preset(run.env))
     if preset not in cm.PRESETS:
-        raise ConfigError(f"unknown {algo} preset '{preset}'; available: {', '.join(cm.PRESETS)}")
-    cfg = _apply_overrides(cm.PRESETS[preset], getattr(args, algo))
+        raise ConfigError(f"unknown preset '{preset}'; {algo} presets: {', '.join(cm.PRESETS)}; scenario presets: "
+                          f"{', '.join(SCENARIOS)}")
+    base = cm.PRESETS[preset]
+    if scenario is not None:
+        base = replace(base, **scenario.learner, net=replace(base.net, **scenario.net))
+    cfg = _apply_overrides(base, getattr(args, algo))
     cfg = replace(cfg, net=_apply_overrides(cfg.net, args.net))
     validate_net(cfg.net)
     cm.validate(cfg)
@@ -157,14 +200,15 @@ def resolve_run(args: Any) -> RunConfig:
     if run.total_timesteps < 1:
         raise ConfigError(f"--total-timesteps must be positive (got {run.total_timesteps})")
     metrics = args.metrics
-    preset_metrics = getattr(cm, "PRESET_METRICS", {}).get(preset, {})
+    preset_metrics = {**getattr(cm, "PRESET_METRICS", {}).get(preset, {}), **(scenario.metrics if scenario else {})}
     defaults = MetricsConfig()
     unset = {k: v for k, v in preset_metrics.items() if getattr(metrics, k) == getattr(defaults, k)}
     metrics = replace(metrics, **unset)
     validate_metrics(metrics)
     names = parse_list(run.interventions)
     opts = {n: getattr(args, REGISTRY[n][0]) for n in names}
-    return RunConfig(run, cfg, metrics, tuple(names), opts, ())
+    return RunConfig(run, cfg, metrics, tuple(names), opts, (), continual if continual.enabled else ContinualConfig(),
+                     run.preset if scenario else None)
 
 
 def validate_metrics(m: MetricsConfig) -> None:

@@ -145,9 +145,15 @@ def param_table(c: ContinualConfig, defaults: dict[str, float]) -> dict[str, np.
 
 
 def permutation_table(c: ContinualConfig, size: int) -> np.ndarray:
-    """[num_tasks, size] int32 permutations of the flattened observation; row 0 the identity."""
+    """[num_tasks, size] int32 permutations of the flattened observation: row 0 the identity, every later row
+    differs from the row before it (a draw equal to it is redrawn; with one feature all rows are the identity)."""
     rng = np.random.default_rng(c.table_seed + 1)
-    rows = [np.arange(size)] + [rng.permutation(size) for _ in range(c.num_tasks - 1)]
+    rows = [np.arange(size)]
+    for _ in range(c.num_tasks - 1):
+        perm = rng.permutation(size)
+        while size > 1 and np.array_equal(perm, rows[-1]):
+            perm = rng.permutation(size)
+        rows.append(perm)
     return np.stack(rows).astype(np.int32)
 
 

@@ -8,7 +8,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import numpy as np
 from plasticine_jax.algos import registry
 from plasticine_jax.algos.learner import Learner
 from plasticine_jax.config import RunConfig, parse_sweep
+from plasticine_jax.envs.tasks import describe as describe_tasks
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions.registry import resolve
 from plasticine_jax.run.sinks import JsonlSink, Progress, WandbSink, to_jsonable
@@ -35,13 +36,16 @@ class RunResult:
     wall_time: float
     compile_time: float
     env_steps: int
+    per_task: list[dict] = field(default_factory=list)  # continual runs: one row per (run, task); see task_results
 
 
 def build_learner(cfg: RunConfig) -> Learner:
     """The configured learner (``make_train`` of the algorithm's module), interventions composed."""
     ivs = resolve(list(cfg.interventions), cfg.intervention_options)
     module = registry.learner_module(cfg.run.algo)
-    return module.make_train(cfg.algo_cfg, cfg.run.env, cfg.run.total_timesteps, ivs, cfg.metrics)
+    continual = cfg.continual if cfg.continual.enabled else None
+    return module.make_train(cfg.algo_cfg, cfg.run.env, cfg.run.total_timesteps, ivs, cfg.metrics,
+                             continual=continual)
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -58,6 +62,8 @@ def resolved_config_dict(cfg: RunConfig, learner: Learner, seeds: list[int], swe
         "run": asdict(cfg.run),
         **learner.config_dict(),
         "metrics": asdict(cfg.metrics),
+        "preset": cfg.scenario,
+        "continual": {**asdict(cfg.continual), **describe_tasks(cfg.continual, learner.env)},
         "interventions": list(cfg.interventions),
         "intervention_options": {k: asdict(v) for k, v in cfg.intervention_options.items()},
         "hparams": learner.default_hparams(),
@@ -131,6 +137,7 @@ def run(cfg: RunConfig) -> RunResult:
                 for r, label in enumerate(labels):
                     row = {**label, "step": (u + 1) * steps_per_update, "update": u + 1}
                     row.update({k: float(v[r, j]) for k, v in outs.items()})
+                    row["task"] = int(row.get("charts/current_task", 0))
                     row["charts/SPS"] = chunk_sps
                     new_rows.append(row)
                     jsonl.write(row)
@@ -151,7 +158,8 @@ def run(cfg: RunConfig) -> RunResult:
             wandb.finish()
     wall = time.time() - t_train
     final = _final_returns(rows, labels)
-    result = RunResult(rows, final, seeds, sweep, wall, compile_time, total_steps)
+    per_task = task_results(rows, labels) if cfg.continual.enabled else []
+    result = RunResult(rows, final, seeds, sweep, wall, compile_time, total_steps, per_task)
     (out / "summary.json").write_text(json.dumps(to_jsonable(summary_dict(result, labels)), indent=2))
     return result
 
@@ -179,9 +187,45 @@ def _final_returns(rows: list[dict], labels: list[dict]) -> np.ndarray:
     return np.asarray(finals)
 
 
+def task_results(rows: list[dict], labels: list[dict]) -> list[dict]:
+    """Per run and task: the mean episodic return over the task and at its end (the last tenth of the task's
+    logged rows), NaN where no episode finished."""
+    out = []
+    for label in labels:
+        mine = [r for r in rows if all(r[k] == v for k, v in label.items())]
+        for task in sorted({r["task"] for r in mine}):
+            ret = np.asarray([r["charts/episodic_return"] for r in mine if r["task"] == task], float)
+            tail = ret[-max(1, len(ret) // 10):]
+            nanmean = lambda x: float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
+            out.append({**label, "task": task, "mean_return": nanmean(ret), "end_return": nanmean(tail)})
+    return out
+
+
+def fresh_gaps(per_task: list[dict]) -> list[dict]:
+    """Where a run swept ``continual.fresh`` over 0 and 1: per task (and other sweep values), the seed-mean end
+    return of the continual learner, of the fresh one, and continual - fresh (negative = plasticity lost)."""
+    key = "continual.fresh"
+    if not per_task or key not in per_task[0]:
+        return []
+    others = sorted(k for k in per_task[0] if k not in ("seed", "task", key, "mean_return", "end_return"))
+    groups: dict[tuple, dict[float, list[float]]] = {}
+    for r in per_task:
+        g = groups.setdefault((*[r[k] for k in others], r["task"]), {})
+        g.setdefault(r[key], []).append(r["end_return"])
+    out = []
+    for g, by in groups.items():
+        if 0.0 in by and 1.0 in by:
+            cont, fresh = float(np.nanmean(by[0.0])), float(np.nanmean(by[1.0]))
+            out.append({**dict(zip(others, g[:-1], strict=True)), "task": g[-1], "continual": cont, "fresh": fresh,
+                        "gap": cont - fresh})
+    return out
+
+
 def summary_dict(result: RunResult, labels: list[dict]) -> dict:
     return {
         "runs": [{**label, "final_return": float(r)} for label, r in zip(labels, result.final_returns, strict=True)],
+        "per_task": result.per_task,
+        "fresh_gap": fresh_gaps(result.per_task),
         "wall_time_s": result.wall_time,
         "compile_time_s": result.compile_time,
         "env_steps_per_run": result.env_steps,
