@@ -328,6 +328,15 @@ def emit_warnings(lines: tuple[str, ...]) -> None:
         warnings.warn(line, UserWarning, stacklevel=3)
 
 
+def achievement_rates(names: tuple[str, ...], ep_done: jax.Array, achievements: jax.Array) -> dict:
+    """Craftax's open-ended progress: per achievement, the percentage of the episodes that finished in a batch of
+    steps which unlocked it (``charts/achievements/<name>``, NaN when none finished), as Craftax reports it."""
+    n = ep_done.sum()
+    got = (achievements * ep_done[..., None]).reshape(-1, achievements.shape[-1]).sum(0)
+    rate = jnp.where(n > 0, 100.0 * got / jnp.maximum(n, 1), jnp.nan)
+    return {f"charts/achievements/{name}": rate[i] for i, name in enumerate(names)}
+
+
 def episode_stats(ep_done: jax.Array, ep_return: jax.Array, ep_length: jax.Array) -> dict:
     """Mean return and length of the episodes that finished in a batch of steps (NaN when none did)."""
     n = ep_done.sum()

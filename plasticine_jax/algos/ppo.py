@@ -43,6 +43,7 @@ class Transition:
     ep_done: jax.Array
     ep_return: jax.Array
     ep_length: jax.Array
+    achievements: Any = None  # Craftax: per-env achievement flags of the episode that ended at this step
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,8 @@ class PPO(L.UpdateLoop):
                 _, final_value = net.apply(unit.params, unit.net_state, info["final_obs"])
                 reward = reward + unit.hp["gamma"] * jax.lax.stop_gradient(final_value) * truncated
             t = Transition(obs, action, logp, value, reward, jnp.logical_or(terminated, truncated),
-                           info["episode_done"], info["episode_return"], info["episode_length"])
+                           info["episode_done"], info["episode_return"], info["episode_length"],
+                           info.get("achievements"))
             return (env_state, next_obs, key), t
 
         (env_state, obs, key), traj = jax.lax.scan(
@@ -184,6 +186,8 @@ class PPO(L.UpdateLoop):
         out.update(L.unit_weight_metrics(self.unit, unit, params_before))
         out["losses/explained_variance"] = 1.0 - jnp.var(ret.reshape(-1) - traj.value.reshape(-1)) / jnp.var(ret)
         out.update(L.episode_stats(traj.ep_done, traj.ep_return, traj.ep_length))
+        if traj.achievements is not None:
+            out.update(L.achievement_rates(self.env.achievement_names, traj.ep_done, traj.achievements))
         frac = 1.0 - update_idx.astype(jnp.float32) / self.num_updates if cfg.anneal_lr else 1.0
         out["charts/learning_rate"] = unit.hp["learning_rate"] * frac
         out.update(L.unit_heavy_metrics(self.unit, self.metrics, acts, heavy_due,

@@ -189,16 +189,23 @@ def _final_returns(rows: list[dict], labels: list[dict]) -> np.ndarray:
 
 def task_results(rows: list[dict], labels: list[dict]) -> list[dict]:
     """Per run and task: the mean episodic return over the task and at its end (the last tenth of the task's
-    logged rows), NaN where no episode finished."""
+    logged rows with a finished episode), NaN where no episode finished."""
     out = []
     for label in labels:
         mine = [r for r in rows if all(r[k] == v for k, v in label.items())]
         for task in sorted({r["task"] for r in mine}):
             ret = np.asarray([r["charts/episodic_return"] for r in mine if r["task"] == task], float)
+            ret = ret[np.isfinite(ret)]
             tail = ret[-max(1, len(ret) // 10):]
-            nanmean = lambda x: float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
-            out.append({**label, "task": task, "mean_return": nanmean(ret), "end_return": nanmean(tail)})
+            out.append({**label, "task": task, "mean_return": _mean(ret), "end_return": _mean(tail)})
     return out
+
+
+def _mean(x) -> float:
+    """Mean of the finite entries (NaN when there are none), without numpy's empty-slice warning."""
+    x = np.asarray(x, float)
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else float("nan")
 
 
 def fresh_gaps(per_task: list[dict]) -> list[dict]:
@@ -215,7 +222,7 @@ def fresh_gaps(per_task: list[dict]) -> list[dict]:
     out = []
     for g, by in groups.items():
         if 0.0 in by and 1.0 in by:
-            cont, fresh = float(np.nanmean(by[0.0])), float(np.nanmean(by[1.0]))
+            cont, fresh = _mean(by[0.0]), _mean(by[1.0])
             out.append({**dict(zip(others, g[:-1], strict=True)), "task": g[-1], "continual": cont, "fresh": fresh,
                         "gap": cont - fresh})
     return out
