@@ -9,7 +9,12 @@ recycled. A CReLU/DFF unit is recycled only when all its output copies are dorma
 every learner (policy, value, Q, twin critics); the touched entries are mirrored into the target network
 where the unit has one (``mirror_target``). The activations are the learner's, computed once per update on
 its metric batch and shared with the plasticity metrics.
-Reference options: ``zero_bias=False``, ``reset_optimizer=False`` give the June reference's recycling."""
+Reference options: ``zero_bias=False``, ``reset_optimizer=False`` give the June reference's recycling.
+
+Continual runs: ``on_task_switch`` also recycles at every task switch, scoring the activations of the ending
+task's last update (the hook asks the learner for them: ``switch_activations``), so units that went dormant on
+the old task are fresh for the new one. ``frequency=0`` turns periodic recycling off (and asks for no
+periodic activations). The newest reference fires every N_task // 10 updates: pass that as ``frequency``."""
 
 from __future__ import annotations
 
@@ -35,11 +40,12 @@ from plasticine_jax.nets.structure import (
 @dataclass(frozen=True)
 class Options:
     tau: float = 0.025  # dormancy threshold (vmappable: redo.tau)
-    frequency: int = 10  # updates between recycling steps (reference: every 10 iterations)
+    frequency: int = 10  # updates between recycling steps (reference: every 10 iterations); 0: none
     formula: str = "redo"  # redo (paper score) | june (the reference's per-sample score)
     zero_bias: bool = True  # paper: incoming bias <- 0; the reference keeps it
     reset_optimizer: bool = True  # paper: zero Adam moments of touched weights; the reference does not
     mirror_target: bool = True  # copy the touched entries into the target network (TD3/SAC/C51)
+    on_task_switch: bool = False  # also recycle at every task switch, on the ending task's last activations
 
 
 def recycle(ctx, params: dict, opt_state, acts: dict, fresh: dict, tau, opts: Options):
@@ -79,8 +85,11 @@ def recycle(ctx, params: dict, opt_state, acts: dict, fresh: dict, tau, opts: Op
 def make(opts: Options) -> Intervention:
     if opts.formula not in ("redo", "june"):
         raise ConfigError(f"--redo.formula must be redo or june (got {opts.formula})")
-    if opts.frequency < 1:
-        raise ConfigError(f"--redo.frequency must be >= 1 update (got {opts.frequency})")
+    if opts.frequency < 0:
+        raise ConfigError(f"--redo.frequency must be >= 0 updates (0 = no periodic recycling) (got {opts.frequency})")
+    if opts.frequency == 0 and not opts.on_task_switch:
+        raise ConfigError("--redo.frequency 0 without --redo.on-task-switch never recycles anything; give a "
+                          "period >= 1 or add --redo.on-task-switch")
     if not 0.0 <= opts.tau < 1.0:
         raise ConfigError(f"--redo.tau must be in [0, 1) (got {opts.tau}): units scoring <= tau are recycled")
 
@@ -93,5 +102,14 @@ def make(opts: Options) -> Intervention:
     def after_update(ctx, unit, key, update_idx, acts):
         return jax.lax.cond(every(opts.frequency, update_idx), lambda u: fire(ctx, u, key, acts), lambda u: u, unit)
 
-    return Intervention("redo", order=50, hparams={"tau": opts.tau}, after_update=after_update,
-                        activation_every=(opts.frequency,), schedules=(("--redo.frequency", opts.frequency),))
+    def on_task_switch(ctx, unit, key, task, acts):
+        return fire(ctx, unit, key, acts)
+
+    periodic = opts.frequency > 0  # activation_every must never hold 0 (activations_due takes it modulo)
+    return Intervention("redo", order=50, hparams={"tau": opts.tau},
+                        after_update=after_update if periodic else None,
+                        on_task_switch=on_task_switch if opts.on_task_switch else None,
+                        switch_activations=opts.on_task_switch,
+                        task_flags=("--redo.on-task-switch",) if opts.on_task_switch else (),
+                        activation_every=(opts.frequency,) if periodic else (),
+                        schedules=(("--redo.frequency", opts.frequency),) if periodic else ())
