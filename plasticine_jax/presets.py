@@ -37,10 +37,10 @@ _MINATAR_GAMES = DEFAULT_GAMES  # SpaceInvaders -> Asterix -> Seaquest -> Breako
 PRESETS: dict[str, Preset] = {
     # ------------------------------------------------------------------ CPU-sized, native JAX
     "cpu-continual-minatar": Preset(
-        "PPO on 5 MinAtar games in sequence (SpaceInvaders, Asterix, Seaquest, Breakout, Freeway), 400k steps "
-        "each; lax.switch over games, padded channels, the full 6-action set",
+        "PPO (64-64 MLP towers) on 5 MinAtar games in sequence (SpaceInvaders, Asterix, Seaquest, Breakout, "
+        "Freeway), 400k steps each; lax.switch over games, padded channels, the full 6-action set",
         "ppo", "gymnax:SpaceInvaders-MinAtar", "minatar",
-        learner={"num_envs": 32, "num_steps": 125},
+        learner={"num_envs": 32, "num_steps": 125}, net={"widths": (64, 64)},
         continual=ContinualConfig(num_tasks=5, task_timesteps=400_000, shifts=("games",), games=_MINATAR_GAMES),
         metrics={"every": 10}),
     "cpu-continual-cartpole": Preset(
