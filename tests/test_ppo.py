@@ -111,7 +111,7 @@ def test_rollout_bootstraps_truncation_from_final_obs(bootstrap):
                   bootstrap_truncation=bootstrap)
     trainer = replace(make_train(cfg, "gymnax:CartPole-v1", 10 * N * T), env=env)
     state = trainer.init(jax.random.PRNGKey(0))
-    traj, _, last_obs, _ = jax.jit(trainer._rollout)(state)
+    traj, _, last_obs, _ = jax.jit(lambda s: trainer._rollout(s, trainer.env))(state)
     unit = state.units["agent"]
     gamma, lam = float(unit.hp["gamma"]), float(unit.hp["gae_lambda"])
     value_of = jax.vmap(lambda o: trainer.network.apply(unit.params, unit.net_state, o)[1])
