@@ -40,7 +40,8 @@ CONFIGS: dict[str, list[str]] = {
     "ln": ["--interventions", "ln"],
 }
 METRICS = {"return": "charts/episodic_return", "dormant ratio (actor)": "plasticity/dormant_ratio",
-           "stable rank (actor)": "plasticity/stable_rank", "weight magnitude": "plasticity/weight_magnitude"}
+           "stable rank (actor)": "plasticity/stable_rank", "weight magnitude": "plasticity/weight_magnitude",
+           "policy entropy": "plasticity/policy_entropy"}
 
 
 def run_config(name: str, extra: list[str], out: Path, seeds: int, task_timesteps: int | None,
@@ -135,7 +136,12 @@ def plot(table: dict, curve: dict, task_steps: int, ntask: int, path: Path) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 1 + len(METRICS), figsize=(5 * (1 + len(METRICS)), 4))
+    ncol = 3
+    nrow = -(-(1 + len(METRICS)) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5.5 * ncol, 4 * nrow))
+    axes = axes.ravel()
+    for ax in axes[1 + len(METRICS):]:
+        ax.axis("off")
     labels = list(table)
     width = 0.8 / len(labels)
     for i, label in enumerate(labels):
@@ -147,10 +153,11 @@ def plot(table: dict, curve: dict, task_steps: int, ntask: int, path: Path) -> N
                        [g.replace("-MinAtar", "") for g in games] if games else range(ntask), rotation=20)
     axes[0].set_title("return at the end of each task")
     axes[0].legend(fontsize=8)
-    for ax, title in zip(axes[1:], METRICS, strict=True):
+    for ax, title in zip(axes[1:1 + len(METRICS)], METRICS, strict=True):
         for label in labels:
             steps, vals = curve[label][title]
-            ax.plot(steps, vals, label=label, lw=1.2)
+            keep = np.isfinite(vals)  # heavy metrics exist every metrics.every updates, returns when episodes end
+            ax.plot(steps[keep], vals[keep], label=label, lw=1.2)
         for t in range(1, ntask):
             ax.axvline(t * task_steps, color="grey", lw=0.6, ls="--")
         ax.set_title(title)
