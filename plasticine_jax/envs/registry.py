@@ -12,7 +12,7 @@ from plasticine_jax.envs.shifts import FlipReward, PermuteObservation
 from plasticine_jax.envs.tasks import ContinualConfig
 from plasticine_jax.errors import ConfigError
 
-BACKENDS = ("gymnax", "craftax")
+BACKENDS = ("gymnax", "craftax", "brax")
 
 
 def parse_env_id(spec: str) -> tuple[str, str]:
@@ -41,6 +41,10 @@ def validate_env_id(spec: str) -> tuple[str, str]:
         if name not in SUPPORTED_IDS:
             raise ConfigError(f"unknown craftax env '{name}'; choose one of "
                               f"{', '.join('craftax:' + i for i in SUPPORTED_IDS)}")
+    elif backend == "brax":
+        from plasticine_jax.envs.brax_env import check_env_name
+
+        check_env_name(name)
     return backend, name
 
 
@@ -55,6 +59,10 @@ def make_backend(spec: str, num_envs: int, **kwargs: Any):
         from plasticine_jax.envs.craftax_env import CraftaxVecEnv
 
         return CraftaxVecEnv(name, num_envs, **kwargs)
+    if backend == "brax":
+        from plasticine_jax.envs.brax_env import BraxVecEnv
+
+        return BraxVecEnv(name, num_envs, **kwargs)
     raise AssertionError(backend)
 
 
@@ -88,9 +96,13 @@ def make_task_backend(spec: str, num_envs: int, c: ContinualConfig, **kwargs: An
             raise ConfigError(f"--continual.shifts games plays gymnax MinAtar games; --env {spec} is not one")
         return MultiGameVecEnv(tuple(c.games), num_envs), {"game": tasks.game_sequence(c)}
     if "params" in c.shifts:
+        if backend == "brax":
+            return _brax_friction_backend(name, num_envs, c, **kwargs)
         if backend != "gymnax":
-            raise ConfigError(f"--continual.shifts params shifts gymnax env parameters; --env {spec} is a "
-                              f"{backend} env")
+            raise ConfigError(f"--continual.shifts params shifts gymnax env parameters or brax friction; --env "
+                              f"{spec} is a {backend} env")
+        if c.friction_row != -1:
+            raise ConfigError(f"--continual.friction-row shifts brax friction; --env {spec} is a gymnax env")
         from plasticine_jax.envs.gymnax_env import GymnaxVecEnv
 
         probe = GymnaxVecEnv(name, num_envs, **kwargs)
@@ -101,3 +113,26 @@ def make_task_backend(spec: str, num_envs: int, c: ContinualConfig, **kwargs: An
         table = tasks.param_table(c, {p: float(known[p]) for p in c.params})
         return GymnaxVecEnv(name, num_envs, params_table=table, **kwargs), {f"param/{k}": v for k, v in table.items()}
     return make_backend(spec, num_envs, **kwargs), {}
+
+
+def _brax_friction_backend(name: str, num_envs: int, c: ContinualConfig, **kwargs: Any) -> tuple[Any, dict]:
+    """A Brax env whose every geom's sliding friction follows the task: a row of the reference's table
+    (``friction_row``; task 0 stock), explicit ``values`` (cycled, as gymnax parameters), or the stock friction
+    times a seeded log-uniform factor (``scale_low``/``scale_high``; task 0 factor 1)."""
+    from plasticine_jax.envs.brax_env import BraxVecEnv
+
+    bad = [p for p in c.params if p != "friction"]
+    if bad:
+        raise ConfigError(f"brax {name} shifts only 'friction' (--continual.params friction), not '{bad[0]}'")
+    env = BraxVecEnv(name, num_envs, **kwargs)
+    stock = env.stock_friction  # NaN where the geoms differ: the table then keeps each geom's own (task 0)
+    if c.friction_row != -1:
+        table, scale = tasks.friction_table(c, stock), False
+    elif c.values:
+        table, scale = tasks.param_table(c, {"friction": stock})["friction"], False
+    else:
+        table, scale = tasks.param_table(c, {"friction": 1.0})["friction"], True
+    tables = {"param/friction_factor": table} if scale else {"param/friction": table}
+    if scale and not np.isnan(stock):
+        tables["param/friction"] = (stock * table).astype(np.float32)
+    return env.with_friction_table(table, scale), tables

@@ -8,7 +8,9 @@ the same update. What changes between tasks (``shifts``, any combination; ``game
 * ``games``   MinAtar games in sequence, cycled (``envs.multigame``: padded channels, the full 6-action set,
               ``lax.switch`` over games);
 * ``params``  gymnax env parameters (e.g. CartPole ``length``, ``gravity``; Pendulum ``m``) scaled per task by
-              a factor drawn log-uniformly from [scale_low, scale_high] (or set to explicit ``values``);
+              a factor drawn log-uniformly from [scale_low, scale_high] (or set to explicit ``values``); for
+              ``brax:`` envs the one parameter ``friction`` (every geom's sliding friction), also from a row
+              of the reference's ``frictions_100x50`` table (``friction_row``, ``friction_table``);
 * ``permute`` a fixed random permutation of the (flattened) observation features per task;
 * ``reward_flip`` the reward's sign alternates: +1 on even tasks, -1 on odd ones.
 
@@ -36,6 +38,7 @@ import numpy as np
 from plasticine_jax.errors import ConfigError
 
 SHIFTS = ("games", "params", "permute", "reward_flip")
+FRICTION_ROWS, FRICTION_SHIFTS = 100, 50  # frictions_100x50.csv: row = the reference's seed, column = shift index
 DEFAULT_GAMES = ("SpaceInvaders-MinAtar", "Asterix-MinAtar", "Seaquest-MinAtar", "Breakout-MinAtar",
                  "Freeway-MinAtar")
 
@@ -52,6 +55,7 @@ class ContinualConfig:
     scale_low: float = 0.25  # per-task factor range (log-uniform) for shift params
     scale_high: float = 4.0
     values: tuple[float, ...] = ()  # explicit per-task values of a single param (cycled; task 0 included)
+    friction_row: int = -1  # brax friction: row (the reference's seed, 0..99) of frictions_100x50; -1 = off
     table_seed: int = 0  # seed of the per-task tables (factors, permutations); the same for every run seed
     keep_norm_stats: bool = False  # keep obs/reward normalisation statistics across a switch
     reset_optimizer: bool = False  # fresh optimizer state for every unit at a switch
@@ -85,9 +89,22 @@ def validate(c: ContinualConfig) -> None:
             raise ConfigError("--continual.shifts params needs --continual.params, e.g. length gravity")
         if c.values and len(c.params) != 1:
             raise ConfigError("--continual.values sets a single parameter; give one --continual.params name")
-        if not c.values and not 0 < c.scale_low <= c.scale_high:
+        if c.friction_row != -1:
+            if tuple(c.params) != ("friction",):
+                raise ConfigError("--continual.friction-row sets brax friction; use it with --continual.params "
+                                  "friction alone")
+            if c.values:
+                raise ConfigError("--continual.friction-row and --continual.values both set the frictions; pick one")
+            if not 0 <= c.friction_row < FRICTION_ROWS:
+                raise ConfigError(f"--continual.friction-row must be in [0, {FRICTION_ROWS}) (got {c.friction_row})")
+            if c.num_tasks - 1 > FRICTION_SHIFTS:
+                raise ConfigError(f"--continual.friction-row has {FRICTION_SHIFTS} frictions after the stock task 0, "
+                                  f"so --continual.num-tasks must be <= {FRICTION_SHIFTS + 1} (got {c.num_tasks})")
+        elif not c.values and not 0 < c.scale_low <= c.scale_high:
             raise ConfigError(f"--continual.scale-low/high must satisfy 0 < low <= high "
                               f"(got {c.scale_low}, {c.scale_high})")
+    elif c.friction_row != -1:
+        raise ConfigError("--continual.friction-row needs --continual.shifts params --continual.params friction")
     if c.fresh not in (0.0, 1.0):
         raise ConfigError(f"--continual.fresh must be 0 or 1 (got {c.fresh})")
 
@@ -144,6 +161,27 @@ def param_table(c: ContinualConfig, defaults: dict[str, float]) -> dict[str, np.
     return {p: (defaults[p] * factors[:, i]).astype(np.float32) for i, p in enumerate(c.params)}
 
 
+def frictions_csv() -> np.ndarray:
+    """The reference's friction table (``plasticine/frictions``), float64 [100, 50]: row = seed, column = shift
+    index, log-uniform in [0.02, 2.0]; shipped as package data ``plasticine_jax/data/frictions_100x50.csv``."""
+    from importlib import resources
+
+    with resources.files("plasticine_jax").joinpath("data/frictions_100x50.csv").open() as f:
+        table = np.loadtxt(f, delimiter=",", comments="#", dtype=np.float64)
+    if table.shape != (FRICTION_ROWS, FRICTION_SHIFTS):
+        raise AssertionError(f"frictions_100x50.csv has shape {table.shape}")
+    return table
+
+
+def friction_table(c: ContinualConfig, stock: float = float("nan")) -> np.ndarray:
+    """[num_tasks] float32 frictions of a ``friction_row`` sequence: task 0 the env's ``stock`` friction (round 0
+    is the unmodified model, as the reference; NaN = each geom keeps its own), task t >= 1 the table's
+    ``[friction_row, t - 1]``."""
+    validate(c)
+    row = frictions_csv()[c.friction_row, : c.num_tasks - 1]
+    return np.concatenate([[stock], row]).astype(np.float32)
+
+
 def permutation_table(c: ContinualConfig, size: int) -> np.ndarray:
     """[num_tasks, size] int32 permutations of the flattened observation: row 0 the identity, every later row
     differs from the row before it (a draw equal to it is redrawn; with one feature all rows are the identity)."""
@@ -173,5 +211,12 @@ def describe(c: ContinualConfig, env: Any) -> dict:
         return {}
     out: dict[str, Any] = {"num_tasks": c.num_tasks, "task_timesteps": c.task_timesteps, "shifts": list(c.shifts)}
     tables = getattr(env, "task_tables", {})
-    out.update({k: np.asarray(v).tolist() for k, v in tables.items()})
+    out.update({k: _finite_or_none(np.asarray(v).tolist()) for k, v in tables.items()})
     return out
+
+
+def _finite_or_none(x: Any) -> Any:
+    """Nested lists with NaN (e.g. the stock friction of an env whose geoms differ) as None (JSON null)."""
+    if isinstance(x, list):
+        return [_finite_or_none(v) for v in x]
+    return None if isinstance(x, float) and np.isnan(x) else x
