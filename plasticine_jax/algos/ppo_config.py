@@ -79,6 +79,8 @@ def default_preset(env_id: str) -> str:
     name = env_id.split(":", 1)[-1].lower()
     if env_id.startswith("craftax:"):
         return "craftax"
+    if env_id.startswith(("brax:", "playground:", "dmc:")):
+        return "continuous"
     if "minatar" in name:
         return "minatar"
     if any(k in name for k in ("pendulum", "continuous", "brax", "walker", "cheetah")):
