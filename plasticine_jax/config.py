@@ -186,8 +186,8 @@ def resolve_run(args: Any) -> RunConfig:
                           f"preset")
     preset = scenario.learner_preset if scenario else (run.preset or cm.default_preset(run.env))
     if preset not in cm.PRESETS:
-        raise ConfigError(f"unknown preset '{preset}'; {algo} presets: {', '.join(cm.PRESETS)}; scenario presets: "
-                          f"{', '.join(SCENARIOS)}")
+        raise ConfigError(f"unknown {algo} preset '{preset}'; {algo} presets: {', '.join(cm.PRESETS)}; scenario "
+                          f"presets: {', '.join(SCENARIOS)}")
     base = cm.PRESETS[preset]
     if scenario is not None:
         base = replace(base, **scenario.learner, net=replace(base.net, **scenario.net))

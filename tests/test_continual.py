@@ -201,7 +201,7 @@ def test_norm_stats_restart_or_are_kept():
     for keep in (False, True):
         learner = tiny_ppo(cont(keep_norm_stats=keep), cfg=cfg)
         before = _state_before_switch(learner)
-        after = jax.jit(lambda s: learner._switch_task(s, jnp.int32(TASK_UPDATES)))(before)
+        after = jax.jit(lambda s, lr=learner: lr._switch_task(s, jnp.int32(TASK_UPDATES)))(before)
         c0 = float(before.env_state.env_state.obs_rms.count)
         c1 = float(after.env_state.env_state.obs_rms.count)
         r0, r1 = before.env_state.return_rms, after.env_state.return_rms
@@ -265,7 +265,7 @@ def test_td3_buffer_kept_or_emptied_and_task_switches():
                             values=(1.0, 2.0), reset_buffer=reset)
         learner = td3.make_train(cfg, "gymnax:Pendulum-v1", 6 * per_update, (), MetricsConfig(every=2), continual=c)
         state = learner.init(jax.random.PRNGKey(0))
-        state, out = jax.jit(lambda s: learner.run_updates(s, 0, 3))(state)
+        state, out = jax.jit(lambda s, lr=learner: lr.run_updates(s, 0, 3))(state)
         assert int(state.buffer.size) == 3 * per_update
         after = learner._switch_task(state, jnp.int32(3))
         assert int(after.buffer.size) == (0 if reset else 3 * per_update)
@@ -321,7 +321,7 @@ def test_presets_command_lists_every_reserved_id(capsys):
      "unknown --continual.shifts 'warp'"),
     (["--preset", "cpu-continual-minatar", "--env", "gymnax:Breakout-MinAtar"], "conflicts with --continual.games"),
     (["--preset", "cpu-continual-cartpole", "--continual.params", "colour"], "no parameter 'colour'"),
-    (["--preset", "no-such-preset"], "unknown preset 'no-such-preset'"),
+    (["--preset", "no-such-preset"], "unknown ppo preset 'no-such-preset'"),
 ])
 def test_bad_continual_input_is_one_line(tmp_path, capsys, args, needle):
     rc = main(["train", *args, "--out", str(tmp_path / "x"), "--no-wandb", "--no-progress"])
@@ -358,3 +358,41 @@ def test_bad_table_param_is_refused():
     with pytest.raises(ConfigError, match="no parameter 'mass_of_moon'"):
         make_env("gymnax:CartPole-v1", 2, ContinualConfig(num_tasks=2, task_timesteps=10, shifts=("params",),
                                                           params=("mass_of_moon",)))
+
+
+def _small(algo: str):
+    """A tiny config of each remaining learner (env steps per update, env id)."""
+    from plasticine_jax.algos import c51_config, pqn_config, sac_config
+
+    if algo == "pqn":
+        return replace(pqn_config.PRESETS["cartpole"], num_envs=4, num_steps=8, num_minibatches=2,
+                       update_epochs=1), 32, "gymnax:CartPole-v1"
+    if algo == "c51":
+        return replace(c51_config.PRESETS["cartpole"], steps_per_update=16, train_frequency=4, learning_starts=0,
+                       batch_size=8, target_network_frequency=32, buffer_size=128, metric_batch=16), 16, \
+            "gymnax:CartPole-v1"
+    return replace(sac_config.PRESETS["pendulum"], steps_per_update=8, learning_starts=8, batch_size=8,
+                   buffer_size=64, metric_batch=8,
+                   net=replace(sac_config.PRESETS["pendulum"].net, widths=(16, 16))), 8, "gymnax:Pendulum-v1"
+
+
+@pytest.mark.parametrize("algo", ["pqn", "c51", "sac"])
+def test_every_learner_switches_and_resets_fresh_under_vmap(algo):
+    """PQN, C51 and SAC (TD3 and PPO above) follow the task schedule under vmap over seeds; with continual.fresh
+    swept over 0/1 on one seed, both runs are identical through task 0 and differ from the first update of
+    task 1 (the fresh learner was re-initialised)."""
+    from plasticine_jax.algos import registry
+
+    cfg, per_update, env = _small(algo)
+    c = ContinualConfig(num_tasks=2, task_timesteps=2 * per_update, shifts=("reward_flip",))
+    learner = registry.learner_module(algo).make_train(cfg, env, 4 * per_update, (), MetricsConfig(every=2),
+                                                       continual=c)
+    hp = {k: jnp.full((2,), v, jnp.float32) for k, v in learner.default_hparams().items()}
+    hp["continual.fresh"] = jnp.asarray([0.0, 1.0])
+    keys = jnp.stack([jax.random.PRNGKey(3)] * 2)
+    state, out = jax.jit(jax.vmap(learner.train))(keys, hp)
+    assert np.asarray(out["charts/current_task"]).tolist() == [[0, 0, 1, 1]] * 2
+    key = next(k for k in out if k.endswith("weight_magnitude"))
+    mag = np.asarray(out[key])
+    np.testing.assert_array_equal(mag[0, :2], mag[1, :2])
+    assert mag[0, 2] != mag[1, 2]

@@ -109,3 +109,20 @@ def test_full_craftax_construction():
     env = CraftaxVecEnv("Craftax-Symbolic-v1", 32)
     assert env.observation_space.shape == (8268,) and env.action_space.n == 43
     assert env.num_resets == 2 and len(env.achievement_names) == 67
+
+
+def test_ppo_logs_craftax_achievement_rates():
+    """The open-craftax scenario's progress measure: PPO on Craftax logs one success rate per achievement
+    (charts/achievements/<name>, the aggregation itself is checked against numpy in test_continual.py)."""
+    from dataclasses import replace
+
+    from plasticine_jax.algos import ppo
+    from plasticine_jax.algos.ppo_config import PRESETS
+
+    cfg = replace(PRESETS["craftax"], num_envs=4, num_steps=2, num_minibatches=2, update_epochs=1,
+                  net=replace(PRESETS["craftax"].net, widths=(8,)))
+    learner = ppo.make_train(cfg, "craftax:Craftax-Classic-Symbolic-v1", 8)
+    names = [n for n in learner.metric_names() if n.startswith("charts/achievements/")]
+    env = CraftaxVecEnv("Craftax-Classic-Symbolic-v1", 2)
+    assert names == sorted(f"charts/achievements/{a}" for a in env.achievement_names)
+    assert "charts/achievements/collect_wood" in names and len(names) == 22

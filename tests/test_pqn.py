@@ -57,7 +57,7 @@ def test_truncation_bootstraps_from_final_obs():
                          metrics=MetricsConfig(every=0))
         pqn = replace(pqn, env=_TruncatingEnv(pqn.env))
         state = jax.jit(pqn.init)(jax.random.PRNGKey(0))
-        traj, *_ = jax.jit(lambda s: pqn._rollout(s, pqn.env))(state)
+        traj, *_ = jax.jit(lambda s, p=pqn: p._rollout(s, p.env))(state)
         unit = state.units["q"]
         # replay the rollout's env steps to recover final_obs (same keys, same actions)
         env_state, key, step = state.env_state, state.key, jax.jit(pqn.env.step)
