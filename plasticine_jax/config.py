@@ -58,6 +58,7 @@ class RunOptions:
     # or the learner's own (ppo: cartpole|minatar|continuous|procgen|craftax; pqn/c51: cartpole|minatar|atari;
     # td3/sac: pendulum|dmc); default: chosen by env
     num_seeds: int = 4  # independent seeds, vmapped in one compile
+    num_envs: int | None = None  # envs per seed (the learner's num_envs; the same as --<algo>.num-envs)
     seed: int = 0  # first seed; seeds are seed, seed+1, ...
     total_timesteps: int | None = None  # env steps per seed (default 500k, a preset's, or a continual run's
     # num_tasks x task_timesteps)
@@ -192,6 +193,11 @@ def resolve_run(args: Any) -> RunConfig:
     if scenario is not None:
         base = replace(base, **scenario.learner, net=replace(base.net, **scenario.net))
     cfg = _apply_overrides(base, getattr(args, algo))
+    if run.num_envs is not None:
+        own = getattr(args, algo).num_envs
+        if own is not None and own != run.num_envs:
+            raise ConfigError(f"--num-envs {run.num_envs} and --{algo}.num-envs {own} disagree; give one of them")
+        cfg = replace(cfg, num_envs=run.num_envs)
     cfg = replace(cfg, net=_apply_overrides(cfg.net, args.net))
     validate_net(cfg.net)
     cm.validate(cfg)

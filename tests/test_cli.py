@@ -142,3 +142,18 @@ def test_help_lists_options():
                 "--ppo.learning-rate", "--metrics.every", "--track", "--wandb-project", "--algo", "--pqn.q-lambda",
                 "--td3.policy-noise", "--sac.alpha", "--c51.n-atoms", "--metrics.cadence"):
         assert opt in r.stdout, opt
+
+
+def test_num_envs_is_a_run_option():
+    """--num-envs sets the learner's envs per seed (as --<algo>.num-envs does); the two may not disagree."""
+    import tyro
+
+    from plasticine_jax.config import TrainArgs, resolve_run
+    from plasticine_jax.errors import ConfigError
+
+    parse = lambda argv: resolve_run(tyro.cli(TrainArgs, args=argv))
+    assert parse(["--algo", "pqn", "--num-envs", "6"]).algo_cfg.num_envs == 6
+    assert parse(["--num-envs", "6", "--ppo.num-envs", "6"]).algo_cfg.num_envs == 6
+    assert parse([]).algo_cfg.num_envs == 5  # the cartpole preset's
+    with pytest.raises(ConfigError, match="disagree"):
+        parse(["--num-envs", "6", "--ppo.num-envs", "4"])
