@@ -67,10 +67,13 @@ class VecEnvWrapper:
         out.env = bound
         return out
 
-    @staticmethod
-    def inner(previous: Any) -> Any:
-        """The wrapped env's part of a ``previous`` state (wrapper states hold it in ``env_state``)."""
-        return None if previous is None else previous.env_state
+    def reset_inner(self, key: Array, previous: Any = None, own_state: bool = True) -> tuple[Array, Any]:
+        """Reset the wrapped env, handing it its part of ``previous`` (wrapper states hold it in ``env_state``;
+        ``own_state=False`` for stateless wrappers). Without ``previous`` the wrapped env is called as
+        ``reset(key)``, so envs written before task switches existed keep working."""
+        if previous is None:
+            return self.env.reset(key)
+        return self.env.reset(key, previous.env_state if own_state else previous)
 
     def __getattr__(self, name: str) -> Any:
         if name == "env":  # not yet set (e.g. during unpickling): avoid infinite recursion

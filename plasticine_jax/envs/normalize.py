@@ -83,7 +83,7 @@ class NormalizeReward(VecEnvWrapper):
     def reset(self, key: jax.Array, previous: NormalizeRewardState | None = None
               ) -> tuple[jax.Array, NormalizeRewardState]:
         """Fresh statistics, or ``previous``'s (kept across a task switch); the return accumulator restarts."""
-        obs, env_state = self.env.reset(key, self.inner(previous))
+        obs, env_state = self.reset_inner(key, previous)
         returns = jnp.zeros((self.num_envs,), jnp.float32)
         rms = RunningMeanStd.create(()) if previous is None else previous.return_rms
         return obs, NormalizeRewardState(env_state, rms, returns)
@@ -131,7 +131,7 @@ class NormalizeObservation(VecEnvWrapper):
     def reset(self, key: jax.Array, previous: NormalizeObservationState | None = None
               ) -> tuple[jax.Array, NormalizeObservationState]:
         """Fresh statistics (or ``previous``'s, kept across a task switch), updated with the reset batch."""
-        obs, env_state = self.env.reset(key, self.inner(previous))
+        obs, env_state = self.reset_inner(key, previous)
         rms = RunningMeanStd.create(tuple(obs.shape[1:])) if previous is None else previous.obs_rms
         rms = rms.update(obs)
         return self._normalize(rms, obs), NormalizeObservationState(env_state, rms)

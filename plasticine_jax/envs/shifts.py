@@ -39,7 +39,7 @@ class PermuteObservation(_TaskWrapper):
         return jnp.take(flat, perm, axis=1).reshape(obs.shape)
 
     def reset(self, key: jax.Array, previous: Any = None):
-        obs, state = self.env.reset(key, previous)
+        obs, state = self.reset_inner(key, previous, own_state=False)
         return self._permute(obs), state
 
     def step(self, key: jax.Array, state: Any, action: jax.Array):
@@ -58,7 +58,7 @@ class FlipReward(_TaskWrapper):
         self.signs = jnp.asarray(signs, jnp.float32)  # [num_tasks]
 
     def reset(self, key: jax.Array, previous: Any = None):
-        return self.env.reset(key, previous)
+        return self.reset_inner(key, previous, own_state=False)
 
     def step(self, key: jax.Array, state: Any, action: jax.Array):
         obs, state, reward, terminated, truncated, info = self.env.step(key, state, action)
