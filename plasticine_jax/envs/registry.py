@@ -12,7 +12,7 @@ from plasticine_jax.envs.shifts import FlipReward, PermuteObservation
 from plasticine_jax.envs.tasks import ContinualConfig
 from plasticine_jax.errors import ConfigError
 
-BACKENDS = ("gymnax", "craftax", "brax")
+BACKENDS = ("gymnax", "craftax", "brax", "envpool")
 
 
 def parse_env_id(spec: str) -> tuple[str, str]:
@@ -45,6 +45,10 @@ def validate_env_id(spec: str) -> tuple[str, str]:
         from plasticine_jax.envs.brax_env import check_env_name
 
         check_env_name(name)
+    elif backend == "envpool":
+        from plasticine_jax.envs.envpool_env import task_kind  # a missing envpool: one line naming the install
+
+        task_kind(name)
     return backend, name
 
 
@@ -63,6 +67,10 @@ def make_backend(spec: str, num_envs: int, **kwargs: Any):
         from plasticine_jax.envs.brax_env import BraxVecEnv
 
         return BraxVecEnv(name, num_envs, **kwargs)
+    if backend == "envpool":
+        from plasticine_jax.envs.envpool_env import EnvpoolVecEnv
+
+        return EnvpoolVecEnv(name, num_envs, **kwargs)
     raise AssertionError(backend)
 
 
