@@ -11,6 +11,7 @@ from flax import linen as nn
 
 from plasticine_jax.nets.activations import get_activation
 from plasticine_jax.nets.initializers import kernel_and_bias
+from plasticine_jax.nets.seed_conv import seed_conv
 from plasticine_jax.nets.structure import ParamRef, UnitGroup
 
 SQRT2 = math.sqrt(2.0)
@@ -42,7 +43,7 @@ def _dense(features: int, init: str, gain: float, fan_in: int, name: str) -> nn.
 def _conv(features: int, kernel: int, stride: int, padding, init: str, fan_in: int, name: str) -> nn.Conv:
     k, b = kernel_and_bias(init, SQRT2, fan_in)
     return nn.Conv(features, (kernel, kernel), (stride, stride), padding=padding, kernel_init=k, bias_init=b,
-                   name=name)
+                   conv_general_dilated=seed_conv, name=name)
 
 
 def _normalise_activate(module: nn.Module, x, ln_name: str, act_name: str):
