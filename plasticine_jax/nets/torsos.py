@@ -11,6 +11,7 @@ from flax import linen as nn
 
 from plasticine_jax.nets.activations import get_activation
 from plasticine_jax.nets.initializers import kernel_and_bias
+from plasticine_jax.nets.pooling import max_pool
 from plasticine_jax.nets.seed_conv import seed_conv
 from plasticine_jax.nets.structure import ParamRef, UnitGroup
 
@@ -129,7 +130,7 @@ def nature_structure(cfg: NetConfig, prefix: tuple[str, ...]) -> list[UnitGroup]
 
 def _max_pool_3x3_s2(x):
     """MaxPool(k=3, s=2, pad=1) as torch's (padding with -inf)."""
-    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    return max_pool(x, 3, 2, 1)
 
 
 class ImpalaCNN(nn.Module):
