@@ -161,11 +161,14 @@ def resolve_run(args: Any) -> RunConfig:
     algo = run.algo or (scenario.algo if scenario else DEFAULT_ALGO)
     env = run.env or (scenario.env if scenario else DEFAULT_ENV)
     if continual.enabled and "games" in continual.shifts:
-        first = f"gymnax:{continual.games[0]}"
+        games = tasks.game_specs(continual, env)
+        first = games[0]
         if run.env and run.env != first:
             raise ConfigError(f"--env {run.env} conflicts with --continual.games (the run's env is the first game, "
                               f"{first}); drop --env")
         env = first
+        for game in dict.fromkeys(games[1:]):
+            validate_env_id(game)
     total = run.total_timesteps or (scenario.total_timesteps if scenario else None)
     if continual.enabled:
         budget = continual.num_tasks * continual.task_timesteps

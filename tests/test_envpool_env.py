@@ -212,7 +212,7 @@ def test_procgen_without_qt_is_one_line(monkeypatch):
 # ------------------------------------------------------------------------------------------------ config errors
 @pytest.mark.parametrize("spec,needle", [
     ("envpool:Pongg-v5", "did you mean envpool:Pong-v5"),
-    ("envpool:CheetahRun-v1", "not supported yet"),
+    ("envpool:HalfCheetah-v5", "not supported yet"),
 ])
 def test_bad_env_ids_are_one_line(spec, needle):
     with pytest.raises(ConfigError) as info:

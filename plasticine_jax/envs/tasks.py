@@ -3,10 +3,17 @@
 A continual run is ``num_tasks`` tasks of ``task_timesteps`` env steps each (per seed). The task index lives
 in the run carry (``RunState.task``); the switch happens inside the compiled graph at an update boundary
 (``algos.learner.UpdateLoop``), so one compile covers the whole sequence and every vmapped seed switches at
-the same update. What changes between tasks (``shifts``, any combination; ``games`` excludes ``params``):
+the same update. What changes between tasks (``shifts``, any combination; ``params`` excludes ``games`` and
+``levels``):
 
-* ``games``   MinAtar games in sequence, cycled (``envs.multigame``: padded channels, the full 6-action set,
-              ``lax.switch`` over games);
+* ``games``   games in sequence, cycled: gymnax MinAtar ids (``envs.multigame``: padded channels, the full
+              6-action set, ``lax.switch`` over games), or envpool task ids (``envpool:BigfishEasy-v0``, or bare
+              ids with an ``envpool:`` --env; ``envs.envpool_env``: one pool per task, ``lax.switch`` over pools):
+              Procgen games (the reference's task mode, with ``levels`` 200) or DMC tasks (walker stand, walk,
+              run, ...); all of one family, with one observation shape and action space;
+* ``levels``  envpool Procgen levels: task t plays ``num_levels`` levels from start level ``levels[t]`` (cycled;
+              ``num_levels`` 1 = the single levels of the reference's level mode 5, 10, ..., 50 and of the
+              newest reference's intra-task mode 0, 20, ..., 180);
 * ``params``  gymnax env parameters (e.g. CartPole ``length``, ``gravity``; Pendulum ``m``) scaled per task by
               a factor drawn log-uniformly from [scale_low, scale_high] (or set to explicit ``values``); for
               ``brax:`` envs the one parameter ``friction`` (every geom's sliding friction), also from a row
@@ -37,7 +44,7 @@ import numpy as np
 
 from plasticine_jax.errors import ConfigError
 
-SHIFTS = ("games", "params", "permute", "reward_flip")
+SHIFTS = ("games", "levels", "params", "permute", "reward_flip")
 FRICTION_ROWS, FRICTION_SHIFTS = 100, 50  # frictions_100x50.csv: row = the reference's seed, column = shift index
 DEFAULT_GAMES = ("SpaceInvaders-MinAtar", "Asterix-MinAtar", "Seaquest-MinAtar", "Breakout-MinAtar",
                  "Freeway-MinAtar")
@@ -49,8 +56,11 @@ class ContinualConfig:
 
     num_tasks: int = 0  # tasks in the run (0 = not continual); total steps = num_tasks * task_timesteps
     task_timesteps: int = 0  # env steps per task per seed (a multiple of one update's env steps)
-    shifts: tuple[str, ...] = ()  # what changes per task: games | params | permute | reward_flip
-    games: tuple[str, ...] = DEFAULT_GAMES  # gymnax MinAtar ids, cycled (shift games)
+    shifts: tuple[str, ...] = ()  # what changes per task: games | levels | params | permute | reward_flip
+    games: tuple[str, ...] = DEFAULT_GAMES  # cycled (shift games): gymnax MinAtar ids, or envpool task ids
+    # (envpool:BigfishEasy-v0 envpool:BossfightEasy-v0; bare ids with an envpool --env)
+    levels: tuple[int, ...] = ()  # envpool Procgen start level per task, cycled (shift levels), e.g. 5 10 15
+    num_levels: int = 1  # levels per task from its start level (shift levels; 1 = single-level tasks)
     params: tuple[str, ...] = ()  # gymnax EnvParams fields scaled per task (shift params), e.g. length gravity
     scale_low: float = 0.25  # per-task factor range (log-uniform) for shift params
     scale_high: float = 4.0
@@ -80,10 +90,26 @@ def validate(c: ContinualConfig) -> None:
         raise ConfigError(f"unknown --continual.shifts '{bad[0]}'; choose from {', '.join(SHIFTS)}")
     if not c.shifts:
         raise ConfigError(f"--continual.shifts is empty: name what changes per task ({', '.join(SHIFTS)})")
-    if "games" in c.shifts and "params" in c.shifts:
-        raise ConfigError("--continual.shifts games and params cannot be combined; pick one")
+    for other in ("games", "levels"):
+        if other in c.shifts and "params" in c.shifts:
+            raise ConfigError(f"--continual.shifts {other} and params cannot be combined; pick one")
     if "games" in c.shifts and not c.games:
-        raise ConfigError("--continual.games is empty; list MinAtar games, e.g. Breakout-MinAtar Asterix-MinAtar")
+        raise ConfigError("--continual.games is empty; list MinAtar games, e.g. Breakout-MinAtar Asterix-MinAtar, "
+                          "or envpool tasks, e.g. envpool:WalkerStand-v1 envpool:WalkerWalk-v1")
+    if "games" in c.shifts:
+        backends = sorted({g.split(":", 1)[0] for g in c.games if ":" in g})
+        if len(backends) > 1:
+            raise ConfigError(f"--continual.games mixes backends ({', '.join(backends)}); a sequence is one backend")
+    if "levels" in c.shifts:
+        if not c.levels:
+            raise ConfigError("--continual.shifts levels needs --continual.levels: a Procgen start level per task, "
+                              "e.g. 5 10 15 20")
+        if min(c.levels) < 0:
+            raise ConfigError(f"--continual.levels must be >= 0 (got {min(c.levels)})")
+        if c.num_levels < 1:
+            raise ConfigError(f"--continual.num-levels must be >= 1 levels per task (got {c.num_levels})")
+    elif c.levels:
+        raise ConfigError("--continual.levels sets Procgen levels per task; add levels to --continual.shifts")
     if "params" in c.shifts:
         if not c.params:
             raise ConfigError("--continual.shifts params needs --continual.params, e.g. length gravity")
@@ -201,8 +227,28 @@ def reward_signs(c: ContinualConfig) -> np.ndarray:
 
 
 def game_sequence(c: ContinualConfig) -> list[str]:
-    """The game each task plays (the list cycled)."""
-    return [c.games[t % len(c.games)] for t in range(c.num_tasks)]
+    """The game each task plays (the list cycled; ids without a backend prefix)."""
+    return [c.games[t % len(c.games)].split(":", 1)[-1] for t in range(c.num_tasks)]
+
+
+def game_specs(c: ContinualConfig, env: str | None = None) -> list[str]:
+    """``--continual.games`` as ``backend:id`` specs (the run's env is the first): an id with a prefix keeps it, a
+    bare id is an envpool task when ``env`` is an ``envpool:`` env, else a gymnax MinAtar game."""
+    backend = "envpool" if env is not None and env.startswith("envpool:") else "gymnax"
+    if backend == "envpool" and tuple(c.games) == DEFAULT_GAMES:
+        raise ConfigError(f"--continual.shifts games with --env {env} needs --continual.games: envpool task ids, "
+                          f"e.g. BigfishEasy-v0 BossfightEasy-v0 (the default games are MinAtar's)")
+    specs = [g if ":" in g else f"{backend}:{g}" for g in c.games]
+    backends = sorted({s.split(":", 1)[0] for s in specs})
+    if len(backends) > 1:
+        raise ConfigError(f"--continual.games mixes backends ({', '.join(backends)}) with --env {env}; give every "
+                          f"game the run's backend")
+    return specs
+
+
+def level_sequence(c: ContinualConfig) -> list[int]:
+    """The Procgen start level of each task (``levels`` cycled)."""
+    return [int(c.levels[t % len(c.levels)]) for t in range(c.num_tasks)]
 
 
 def describe(c: ContinualConfig, env: Any) -> dict:
