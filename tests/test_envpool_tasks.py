@@ -1,10 +1,11 @@
 """envpool DMC tasks and task sequences inside the compiled graph: a DMC task inside ``jit(lax.scan)`` with 2
 vmapped seeds gives exactly envpool's own Python loop (float64 actions handed over inside the backend, the
-observation dict flattened in dm_control's order to float32, truncation only); the observation keys are
-dm_control's for every DMC task; a task sequence switches pools inside the graph (``at(task)``, ``lax.switch`` on
-the unbatched task) at the configured step: Procgen levels (the level seeds seen) and DMC tasks (each part equals
-the respective Python loop); mismatched tasks and bad sequences are one-line errors; PPO trains on a Procgen level
-sequence and a DMC task sequence from the CLI with ``task`` going 0 -> 1."""
+observation dict flattened in dm_control's order to float32, truncation only); the FFI call's buffers are float64
+with x64 off; the observation keys are dm_control's for every DMC task; a task sequence switches pools inside the
+graph (``at(task)``, ``lax.switch`` on the unbatched task) at the configured step: Procgen levels (the level seeds
+seen), Procgen games on level 200 from a ContinualConfig (task mode) and DMC tasks (each part equals the respective
+Python loop); mismatched tasks and bad sequences are one-line errors; PPO trains on a Procgen level sequence and a
+DMC task sequence from the CLI with ``task`` going 0 -> 1."""
 
 from __future__ import annotations
 
@@ -134,6 +135,24 @@ def test_cheetah_matches_envpool_loop():
     assert_same(ours, ref)
 
 
+def test_dmc_xla_buffers_are_float64_without_x64():
+    """The FFI call gets a float64 action buffer and declares float64 observation buffers (envpool's C++ side reads
+    and writes float64: a 32-bit buffer would corrupt memory), while x64 stays off outside it."""
+    assert not jax.config.jax_enable_x64
+    env = ep.EnvpoolVecEnv("CheetahRun-v1", 2)
+
+    def step(key, action):
+        _, state = env.reset(key)
+        return env.step(key, state, action)
+
+    text = jax.jit(step).lower(jax.random.PRNGKey(0), jnp.zeros((2, 6))).as_text()
+    send = next(line for line in text.splitlines() if "custom_call" in line and "_send" in line)
+    recv = next(line for line in text.splitlines() if "custom_call" in line and "_recv" in line)
+    assert send.rstrip().endswith("tensor<2x6xf64>) -> tensor<8xui8>")
+    assert "tensor<2x8xf64>, tensor<2x9xf64>)" in recv  # position, velocity
+    assert not any("f64" in line for line in text.splitlines() if "custom_call" not in line and "convert" not in line)
+
+
 def test_dmc_observation_keys_are_dm_controls():
     """envpool gives each domain the union of its tasks' observation keys; the backend keeps dm_control's keys in
     dm_control's order (the reference flattens dm_control's dict), for every DMC task envpool has."""
@@ -182,6 +201,26 @@ def test_procgen_level_switch():
     ref = envpool_loop("BigfishEasy-v0", acts[:, k:], start_level=10, num_levels=1)
     assert_same(ours, ref, slice(k, None))
     assert not np.array_equal(ours["obs"][:, k - 1], ours["obs"][:, k])
+
+
+@needs_procgen
+def test_procgen_task_mode_from_a_continual_config():
+    """The reference's task mode (games in sequence, each on the single level 200) from ``--continual.shifts games
+    levels``: tables for config.json, one pool per game, and the game switch inside the graph."""
+    c = ContinualConfig(num_tasks=3, task_timesteps=32, shifts=("games", "levels"),
+                        games=("BigfishEasy-v0", "envpool:StarpilotEasy-v0"), levels=(200,))
+    env = make_env("envpool:BigfishEasy-v0", E, continual=c)
+    assert env.task_tables["game"] == ["BigfishEasy-v0", "StarpilotEasy-v0", "BigfishEasy-v0"]
+    assert env.task_tables["level"].tolist() == [200, 200, 200]
+    inner = env.env
+    assert inner.task_pool == (0, 1, 0) and [s.task for s in inner.specs] == ["BigfishEasy-v0", "StarpilotEasy-v0"]
+    assert all(dict(s.options)["start_level"] == 200 and dict(s.options)["num_levels"] == 1 for s in inner.specs)
+    k, horizon = 4, 10
+    acts = np.random.default_rng(3).integers(0, 15, (N, horizon)).astype(np.int32)
+    ours = rollout(inner, as_scan(acts), switch_at=k)
+    assert (ours["level_seed"] == 200).all()
+    ref = envpool_loop("StarpilotEasy-v0", acts[:, k:], start_level=200, num_levels=1)
+    assert_same(ours, ref, slice(k, None))
 
 
 @needs_procgen
