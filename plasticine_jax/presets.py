@@ -32,6 +32,23 @@ class Preset:
 
 _MINATAR_GAMES = DEFAULT_GAMES  # SpaceInvaders -> Asterix -> Seaquest -> Breakout -> Freeway
 
+_PROCGEN_BATCH = 64 * 256  # one reference PPO iteration (64 envs x 256 steps)
+_PROCGEN_GAMES = tuple(f"envpool:{g}Easy-v0" for g in (
+    "Bigfish", "Bossfight", "Caveflyer", "Chaser", "Climber", "Coinrun", "Dodgeball", "Fruitbot", "Heist", "Jumper",
+    "Leaper", "Maze", "Miner", "Ninja", "Plunder", "Starpilot"))
+# N: CleanRL ppo_continuous_action: 1 env x 2048 steps, 10 epochs x 32 minibatches, lr 3e-4 constant, no entropy
+# bonus, 256-256 ReLU actor and a separate critic, obs and reward normalisation (reference.md §1.5).
+_N_DMC_PPO = {"num_envs": 1, "num_steps": 2048, "num_minibatches": 32, "update_epochs": 10, "learning_rate": 3e-4,
+              "anneal_lr": False, "ent_coef": 0.0, "normalize_obs": True, "normalize_reward": True}
+_N_DMC_NET = {"widths": (256, 256), "activation": "relu", "shared": False}
+
+
+def _n_dmc(games: tuple[str, ...]) -> ContinualConfig:
+    """N's continual DMC: 1M steps per task, floored to whole 2048-step iterations (488, as the reference)."""
+    return ContinualConfig(num_tasks=len(games), task_timesteps=488 * 2048, shifts=("games",),
+                           games=tuple(f"envpool:{g}" for g in games))
+
+
 # Continual presets keep the learning rate constant (the newest reference's continual PPO does): an annealed
 # rate would confound a loss of plasticity with a shrinking step size.
 PRESETS: dict[str, Preset] = {
@@ -54,35 +71,71 @@ PRESETS: dict[str, Preset] = {
         "(10 tasks, task 0 unpermuted)",
         "ppo", "gymnax:CartPole-v1", "cartpole", learner={"anneal_lr": False},
         continual=ContinualConfig(num_tasks=10, task_timesteps=100_000, shifts=("permute",))),
-    # ------------------------------------------------------------------ reference-sized
+    # ------------------------------------------------------------------ reference-sized: standard (reference §2.1)
+    "standard-procgen": Preset(
+        "PPO on Procgen starpilot (easy, unlimited levels) for 25M steps: IMPALA CNN, 64 envs x 256 steps, "
+        "3 epochs x 8 minibatches, lr 5e-4, reward normalisation (R: S/ppo_procgen_vanilla.py)",
+        "ppo", "envpool:StarpilotEasy-v0", "procgen", total_timesteps=25_000_000),
+    "standard-atari-pqn": Preset(
+        "PQN on Atari Breakout-v5 for 10M steps: Nature CNN without LayerNorm, 8 envs x 128 steps, RAdam 2.5e-4 "
+        "annealed, Q(lambda 0.65), episodic life + reward clip, games logged on raw scores "
+        "(R: S/pqn_atari_vanilla.py)",
+        "pqn", "envpool:Breakout-v5", "atari", total_timesteps=10_000_000),
+    "standard-atari-c51": Preset(
+        "C51 on Atari Breakout for 10M steps: Nature CNN (torch init), 51 atoms on [-10, 10], buffer 1M, "
+        "hard target every 10k steps, learning starts 80k (N: c51_atari_plasticine.py; envpool's Breakout-v5 "
+        "stands in for gymnasium's BreakoutNoFrameskip-v4 with the same Atari wrappers)",
+        "c51", "envpool:Breakout-v5", "atari", total_timesteps=10_000_000),
+    "standard-dmc-td3": Preset(
+        "TD3 on DMC quadruped walk for 1M steps from proprioceptive state: 256-256 torch-init nets, 25k random "
+        "warm-up steps, one critic step per env step (R: S/td3_dmc_vanilla.py, dm_control directly)",
+        "td3", "dmc:quadruped_walk", "dmc", total_timesteps=1_000_000),
+    # ------------------------------------------------------------------ reference-sized: continual and open-ended
     "open-craftax": Preset(
         "PPO on Craftax-Symbolic-v1 for 1e8 steps (reference O/ppo_craftax_*: 1024 envs x 64 steps, 3x512 tanh "
         "towers, lr 2e-4 annealed), achievement success rates logged (GPU-scale)",
         "ppo", "craftax:Craftax-Symbolic-v1", "craftax", total_timesteps=100_000_000),
     "continual-procgen-level": Preset(
-        "PPO on Procgen bigfish, single levels 5, 10, ..., 50 in sequence, 100 iterations (1.64M steps) each "
-        "(reference C/ppo_procgen_*, cont_mode level)",
-        "ppo", "envpool:BigfishEasy-v0", "procgen", needs="the envpool backend"),
+        "PPO on Procgen bigfish, single levels 5, 10, ..., 50 in sequence, 100 iterations (1,638,400 steps) each; "
+        "interventions on the global schedule, reward normalisation restarts per level "
+        "(R: C/ppo_procgen_*.py, cont_mode level)",
+        "ppo", "envpool:BigfishEasy-v0", "procgen",
+        continual=ContinualConfig(num_tasks=10, task_timesteps=100 * _PROCGEN_BATCH, shifts=("levels",),
+                                  levels=tuple(range(5, 55, 5)))),
     "continual-procgen-task": Preset(
-        "PPO on the 16 Procgen games in sequence on level 200, 100 iterations each (reference cont_mode task)",
-        "ppo", "envpool:BigfishEasy-v0", "procgen", needs="the envpool backend"),
+        "PPO on the 16 Procgen games in alphabetical order (bigfish ... starpilot), each on the single level 200, "
+        "100 iterations each (R: C/ppo_procgen_*.py, cont_mode task)",
+        "ppo", "envpool:BigfishEasy-v0", "procgen",
+        continual=ContinualConfig(num_tasks=16, task_timesteps=100 * _PROCGEN_BATCH, shifts=("games", "levels"),
+                                  games=_PROCGEN_GAMES, levels=(200,))),
     "continual-procgen-intra": Preset(
-        "PPO on Procgen starpilot levels 0, 20, ..., 180, 2M steps each (newest reference, "
-        "ContinualProcgenIntraTask)",
-        "ppo", "envpool:StarpilotEasy-v0", "procgen", needs="the envpool backend"),
+        "PPO on Procgen starpilot levels 0, 20, ..., 180, 2M steps each, 1 env x 1000 steps, lr 1e-3, gamma 0.99 "
+        "(N: ppo_continual_procgen_plasticine.py, ContinualProcgenIntraTask; N keys interventions to tasks: add "
+        "--<iv>.on-task-switch)",
+        "ppo", "envpool:StarpilotEasy-v0", "procgen",
+        learner={"num_envs": 1, "num_steps": 1000, "learning_rate": 1e-3, "gamma": 0.99},
+        continual=ContinualConfig(num_tasks=10, task_timesteps=2_000_000, shifts=("levels",),
+                                  levels=tuple(range(0, 200, 20)))),
     "continual-dmc-walker": Preset(
-        "PPO on DMC walker stand, walk, run, stand, walk, run, 1M steps each (newest reference)",
-        "ppo", "envpool:WalkerStand-v1", "continuous", needs="the envpool backend"),
+        "PPO on DMC walker stand, walk, run, stand, walk, run, 488 iterations of 1 env x 2048 steps (999,424 "
+        "steps) per task, obs/reward normalisation restarting per task (N: ppo_continual_dmc_plasticine.py)",
+        "ppo", "envpool:WalkerStand-v1", "continuous", learner=_N_DMC_PPO, net=_N_DMC_NET,
+        continual=_n_dmc(("WalkerStand-v1", "WalkerWalk-v1", "WalkerRun-v1") * 2)),
     "continual-dmc-quadruped": Preset(
-        "PPO on DMC quadruped walk, run, walk, run, walk, run, 1M steps each (newest reference)",
-        "ppo", "envpool:QuadrupedWalk-v1", "continuous", needs="the envpool backend"),
+        "PPO on DMC quadruped walk, run, walk, run, walk, run, 999,424 steps per task (N, as walker)",
+        "ppo", "envpool:QuadrupedWalk-v1", "continuous", learner=_N_DMC_PPO, net=_N_DMC_NET,
+        continual=_n_dmc(("QuadrupedWalk-v1", "QuadrupedRun-v1") * 3)),
     "continual-dmc-dog": Preset(
-        "PPO on DMC dog stand, walk, run, trot (twice), 1M steps each (newest reference)",
-        "ppo", "envpool:DogStand-v1", "continuous", needs="the envpool backend"),
+        "PPO on DMC dog stand, walk, run, trot, stand, walk, run, trot, 999,424 steps per task (N, as walker)",
+        "ppo", "envpool:DogStand-v1", "continuous", learner=_N_DMC_PPO, net=_N_DMC_NET,
+        continual=_n_dmc(("DogStand-v1", "DogWalk-v1", "DogRun-v1", "DogTrot-v1") * 2)),
     "continual-dmc-dynamics": Preset(
-        "TD3 on DMC quadruped walk whose toe friction changes every 1M steps (10 rounds, frictions_100x50 "
-        "table; the reference's dynamics mode, fixed)",
-        "td3", "dmc:quadruped-walk", "dmc", needs="the dm_control backend"),
+        "TD3 on DMC quadruped walk whose toe friction changes every 1M steps: 10 rounds, round 0 the stock model, "
+        "then row 1 of the frictions_100x50 table (--continual.friction-row R for the reference's seed R); "
+        "replay, networks and optimizers kept (R: C/td3_dmc_*.py cont_mode dynamics, which never ran there)",
+        "td3", "dmc:quadruped_walk", "dmc",
+        continual=ContinualConfig(num_tasks=10, task_timesteps=1_000_000, shifts=("params",),
+                                  params=("friction",), friction_row=1)),
 }
 
 

@@ -79,7 +79,8 @@ def test_sweep_vmaps_hyperparameters(tmp_path):
     (["--algo", "pqn", "--env", "gymnax:Pendulum-v1"], "discrete"),
     (["--algo", "td3", "--env", "gymnax:Pendulum-v1", "--td3.tau", "1.5"], "--td3.tau"),
     (["--algo", "c51", "--c51.v-min", "5", "--c51.v-max", "1"], "--c51.v-min"),
-    (["--preset", "atari"], "unknown ppo preset"),
+    (["--preset", "pendulum"], "unknown ppo preset"),
+    (["--preset", "atari"], "needs image observations"),
     (["--metrics.cadence", "epoch"], "--metrics.cadence"),
 ])
 def test_bad_input_one_clear_line(tmp_path, args, needle):

@@ -312,7 +312,7 @@ def test_presets_command_lists_every_reserved_id(capsys):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--preset", "continual-procgen-level"], "needs the envpool backend"),
+    (["--preset", "continual-procgen-level", "--continual.levels"], "--continual.levels"),
     (["--preset", "cpu-continual-cartpole", "--algo", "pqn"], "is a ppo scenario"),
     (["--preset", "cpu-continual-cartpole", "--continual.task-timesteps", "1234"], "not a multiple"),
     (["--preset", "cpu-continual-cartpole", "--total-timesteps", "5000"], "drop --total-timesteps"),

@@ -64,6 +64,10 @@ PRESETS: dict[str, PPOConfig] = {
                          net=NetConfig(torso="impala_cnn", widths=(256,), activation="relu", shared=True,
                                        init="torch")),
     # O/ppo_craftax_vanilla.py: separate 3x512 tanh towers, orthogonal sqrt 2, lr 2e-4 annealed.
+    # CleanRL ppo_atari(_envpool): Nature CNN shared trunk, 8 envs x 128 steps, 4 x 4, clip 0.1, lr annealed.
+    "atari": PPOConfig(num_envs=8, num_steps=128, learning_rate=2.5e-4, anneal_lr=True, update_epochs=4,
+                       num_minibatches=4, clip_coef=0.1, ent_coef=0.01, max_grad_norm=0.5,
+                       net=NetConfig(torso="nature_cnn", widths=(512,), activation="relu", shared=True)),
     "craftax": PPOConfig(num_envs=1024, num_steps=64, learning_rate=2e-4, anneal_lr=True, update_epochs=4,
                          num_minibatches=8, gamma=0.99, gae_lambda=0.8, ent_coef=0.01, max_grad_norm=1.0,
                          bootstrap_truncation=False,
@@ -81,6 +85,10 @@ def default_preset(env_id: str) -> str:
         return "craftax"
     if env_id.startswith(("brax:", "playground:", "dmc:")):
         return "continuous"
+    if env_id.startswith("envpool:"):  # Procgen <Game><Mode>-v0, DMC <Domain><Task>-v1, Atari <Game>-v5
+        if name.endswith("-v1"):
+            return "continuous"
+        return "atari" if name.endswith("-v5") else "procgen"
     if "minatar" in name:
         return "minatar"
     if any(k in name for k in ("pendulum", "continuous", "brax", "walker", "cheetah")):

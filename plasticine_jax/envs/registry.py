@@ -12,7 +12,7 @@ from plasticine_jax.envs.shifts import FlipReward, PermuteObservation
 from plasticine_jax.envs.tasks import ContinualConfig
 from plasticine_jax.errors import ConfigError
 
-BACKENDS = ("gymnax", "craftax", "brax", "envpool")
+BACKENDS = ("gymnax", "craftax", "brax", "envpool", "dmc")
 
 
 def parse_env_id(spec: str) -> tuple[str, str]:
@@ -49,6 +49,10 @@ def validate_env_id(spec: str) -> tuple[str, str]:
         from plasticine_jax.envs.envpool_env import task_kind  # a missing envpool: one line naming the install
 
         task_kind(name)
+    elif backend == "dmc":
+        from plasticine_jax.envs.dmc_env import split_env_id  # a missing dm_control: one line naming the install
+
+        split_env_id(name)
     return backend, name
 
 
@@ -71,6 +75,10 @@ def make_backend(spec: str, num_envs: int, **kwargs: Any):
         from plasticine_jax.envs.envpool_env import EnvpoolVecEnv
 
         return EnvpoolVecEnv(name, num_envs, **kwargs)
+    if backend == "dmc":
+        from plasticine_jax.envs.dmc_env import DmcVecEnv
+
+        return DmcVecEnv(name, num_envs, **kwargs)
     raise AssertionError(backend)
 
 
@@ -97,18 +105,29 @@ def make_task_backend(spec: str, num_envs: int, c: ContinualConfig, **kwargs: An
     """The backend of a task sequence: several games, per-task parameters, or the plain backend (when only
     observations or rewards shift), with the tables that define it."""
     backend, name = parse_env_id(spec)
+    if backend == "envpool" and ("games" in c.shifts or "levels" in c.shifts):
+        from plasticine_jax.envs.envpool_env import task_backend
+
+        return task_backend(name, num_envs, c, **kwargs)
+    if "levels" in c.shifts:
+        raise ConfigError(f"--continual.shifts levels plays Procgen levels (envpool:<Game><Mode>-v0); --env {spec} "
+                          f"is not one")
     if "games" in c.shifts:
         from plasticine_jax.envs.multigame import MultiGameVecEnv
 
         if backend != "gymnax":
-            raise ConfigError(f"--continual.shifts games plays gymnax MinAtar games; --env {spec} is not one")
-        return MultiGameVecEnv(tuple(c.games), num_envs), {"game": tasks.game_sequence(c)}
+            raise ConfigError(f"--continual.shifts games plays gymnax MinAtar games or envpool tasks; --env {spec} "
+                              f"is neither")
+        games = tuple(g.split(":", 1)[1] for g in tasks.game_specs(c, spec))
+        return MultiGameVecEnv(games, num_envs), {"game": tasks.game_sequence(c)}
     if "params" in c.shifts:
         if backend == "brax":
             return _brax_friction_backend(name, num_envs, c, **kwargs)
+        if backend == "dmc":
+            return _dmc_friction_backend(name, num_envs, c, **kwargs)
         if backend != "gymnax":
-            raise ConfigError(f"--continual.shifts params shifts gymnax env parameters or brax friction; --env "
-                              f"{spec} is a {backend} env")
+            raise ConfigError(f"--continual.shifts params shifts gymnax env parameters, brax friction or the dmc "
+                              f"quadruped's toe friction; --env {spec} is a {backend} env")
         if c.friction_row != -1:
             raise ConfigError(f"--continual.friction-row shifts brax friction; --env {spec} is a gymnax env")
         from plasticine_jax.envs.gymnax_env import GymnaxVecEnv
@@ -144,3 +163,26 @@ def _brax_friction_backend(name: str, num_envs: int, c: ContinualConfig, **kwarg
     if scale and not np.isnan(stock):
         tables["param/friction"] = (stock * table).astype(np.float32)
     return env.with_friction_table(table, scale), tables
+
+
+def _dmc_friction_backend(name: str, num_envs: int, c: ContinualConfig, **kwargs: Any) -> tuple[Any, dict]:
+    """A dm_control quadruped whose toe friction follows the task (the reference's continual-DMC dynamics mode):
+    a row of the reference's table (``friction_row``; task 0 the stock 1.5), explicit ``values`` (cycled), or the
+    stock friction times a seeded log-uniform factor (``scale_low``/``scale_high``; task 0 factor 1)."""
+    from plasticine_jax.envs.dmc_env import DmcVecEnv, stock_toe_friction
+
+    bad = [p for p in c.params if p != "friction"]
+    if bad:
+        raise ConfigError(f"dmc {name} shifts only 'friction' (--continual.params friction), not '{bad[0]}'")
+    stock = stock_toe_friction()
+    tables: dict[str, np.ndarray] = {}
+    if c.friction_row != -1:
+        table = tasks.friction_table(c, stock)
+    elif c.values:
+        table = tasks.param_table(c, {"friction": stock})["friction"]
+    else:
+        factors = tasks.param_table(c, {"friction": 1.0})["friction"]
+        table = (stock * factors).astype(np.float32)
+        tables["param/friction_factor"] = factors
+    tables["param/friction"] = table
+    return DmcVecEnv(name, num_envs, friction_table=table, **kwargs), tables

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 from flax import linen as nn
 
+from plasticine_jax.errors import ConfigError
 from plasticine_jax.nets.activations import get_activation
 from plasticine_jax.nets.initializers import kernel_and_bias
 from plasticine_jax.nets.pooling import max_pool
@@ -45,6 +46,13 @@ def _conv(features: int, kernel: int, stride: int, padding, init: str, fan_in: i
     k, b = kernel_and_bias(init, SQRT2, fan_in)
     return nn.Conv(features, (kernel, kernel), (stride, stride), padding=padding, kernel_init=k, bias_init=b,
                    conv_general_dilated=seed_conv, name=name)
+
+
+def _check_image(x, torso: str) -> None:
+    """CNN torsos take batched images [B, H, W, C]; anything else is a config error, not a shape traceback."""
+    if x.ndim != 4:
+        raise ConfigError(f"--net.torso {torso} needs image observations [H, W, C]; this env's observations have "
+                          f"shape {tuple(x.shape[1:])}: use --net.torso mlp or an image env")
 
 
 def _normalise_activate(module: nn.Module, x, ln_name: str, act_name: str):
@@ -93,6 +101,7 @@ class NatureCNN(nn.Module):
 
     @nn.compact
     def __call__(self, x):
+        _check_image(x, "nature_cnn")
         x = x.astype(jnp.float32) / 255.0
         specs = [(32, 8, 4), (64, 4, 2), (64, 3, 1)]
         for i, (c, k, s) in enumerate(specs):
@@ -141,6 +150,7 @@ class ImpalaCNN(nn.Module):
 
     @nn.compact
     def __call__(self, x):
+        _check_image(x, "impala_cnn")
         act, copies = get_activation(self.cfg.activation)
         x = x.astype(jnp.float32) / 255.0
         for s, c in enumerate(self.cfg.channels):
