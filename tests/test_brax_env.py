@@ -176,3 +176,42 @@ def test_continual_ppo_switches_friction_task_for_every_seed():
     assert np.asarray(out["charts/current_task"]).tolist() == [[0, 0, 1, 1]] * 2
     assert (np.asarray(state.task) == 1).all()
     assert np.isfinite(np.asarray(out["losses/value_loss"])).all()
+
+
+def test_two_vmapped_seeds_match_brax_own_loop(pendulum):
+    """jit(vmap(scan)) over 2 seeds equals brax's own jitted reset/step called env by env from Python on the same
+    action sequence and keys: observations, rewards, ends, and the fresh resets of finished envs."""
+    T = 9
+    actions = jax.random.uniform(jax.random.PRNGKey(3), (2, T, N, 1), minval=-1.0, maxval=1.0)
+    seed_keys = jax.random.split(jax.random.PRNGKey(11), 2)
+
+    def run(key, acts):
+        _, state = pendulum.reset(key)
+
+        def body(state, xs):
+            k, a = xs
+            obs, state, reward, term, trunc, _ = pendulum.step(k, state, a)
+            return state, (obs, reward, term, trunc)
+
+        step_keys = jax.random.split(jax.random.fold_in(key, 1), T)
+        return jax.lax.scan(body, state, (step_keys, acts))[1]
+
+    obs, reward, term, trunc = jax.jit(jax.vmap(run))(seed_keys, actions)
+    env_reset, env_step = jax.jit(pendulum.env.reset), jax.jit(pendulum.env.step)
+    for s in range(2):
+        step_keys = jax.random.split(jax.random.fold_in(seed_keys[s], 1), T)
+        for i in range(N):
+            state, steps = env_reset(jax.random.split(seed_keys[s], N)[i]), 0
+            for t in range(T):
+                nxt = env_step(state, actions[s, t, i])
+                steps += 1
+                done_t = bool(nxt.done > 0.5)
+                trunc_t = steps >= EPISODE and not done_t
+                np.testing.assert_allclose(float(reward[s, t, i]), float(nxt.reward), rtol=1e-5, atol=1e-6)
+                assert (bool(term[s, t, i]), bool(trunc[s, t, i])) == (done_t, trunc_t)
+                if done_t or trunc_t:
+                    state, steps = env_reset(jax.random.split(step_keys[t], N)[i]), 0
+                else:
+                    state = nxt
+                np.testing.assert_allclose(np.asarray(obs[s, t, i]), np.asarray(state.obs), rtol=1e-5, atol=1e-5)
+    assert bool(trunc.any())  # the 5-step limit ended episodes inside the 9 steps
