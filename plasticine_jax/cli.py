@@ -82,19 +82,58 @@ def train_main(argv: list[str]) -> int:
     args = tyro.cli(TrainArgs, args=argv, prog="python -m plasticine_jax train",
                     description="Train PPO (+ interventions) over vmapped seeds; writes config.json and "
                                 "metrics.jsonl to --out.")
+    from plasticine_jax.run.checkpoint import AlreadyFinished, RunStopped
+
     try:
+        if args.run.resume:
+            args = resume_args(args)
         cfg = resolve_run(args)
         from plasticine_jax.run.driver import run
 
-        result = run(cfg)
+        result = run(cfg, argv)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except FloatingPointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except (AlreadyFinished, RunStopped) as e:
+        print(e)
+        return 0
     _print_summary(result, cfg)
     return 0
+
+
+def resume_args(args):
+    """``train --resume <out>``: the run's own arguments, rebuilt from the argv recorded in its config.json, with
+    this command's process options (--stop-after-chunks, --no-progress). When the command gives config flags too
+    they are used as given; the driver then refuses them unless they resolve to the saved config."""
+    import json
+    from dataclasses import replace
+    from pathlib import Path
+
+    import tyro
+
+    from plasticine_jax.config import RunOptions, TrainArgs
+    from plasticine_jax.errors import ConfigError
+
+    run = args.run
+    out = run.resume
+    if run.out not in (RunOptions().out, out) and Path(run.out).absolute() != Path(out).absolute():
+        raise ConfigError(f"--out {run.out} differs from --resume {out}; a resumed run writes into its own directory")
+    control = {"resume": out, "out": out, "stop_after_chunks": run.stop_after_chunks, "progress": run.progress}
+    bare = replace(args, run=replace(run, resume=None, out=RunOptions().out, stop_after_chunks=0, progress=True))
+    if bare == TrainArgs():  # only --resume (and process options): the saved command line
+        try:
+            saved = json.loads((Path(out) / "config.json").read_text())
+        except (OSError, ValueError):
+            raise ConfigError(f"--resume: {Path(out) / 'config.json'} is missing or unreadable; --resume takes the "
+                              f"--out directory of a run started by python -m plasticine_jax train") from None
+        if "argv" not in saved:
+            raise ConfigError(f"--resume: {Path(out) / 'config.json'} records no command line (the run was started "
+                              f"from Python); resume it from Python with run(cfg) and cfg.run.resume set")
+        args = tyro.cli(TrainArgs, args=saved["argv"])
+    return replace(args, run=replace(args.run, **control))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,6 +74,12 @@ class RunOptions:
     wandb_entity: str | None = None
     wandb_group: str | None = None  # default: <env>__<interventions>
     progress: bool = True  # rich progress bar (steps, SPS, ETA, mean return)
+    resume: str | None = None  # continue the killed run in this output dir from its last checkpoint, with its
+    # saved config (give no other flags, or exactly the run's own)
+    checkpoint_every: int = 1  # save a checkpoint every N chunks (0 = only at the end; always at the end)
+    checkpoint_keep: int = 2  # keep the last K checkpoints in <out>/checkpoints
+    checkpoint_buffer: bool = True  # checkpoints hold the replay buffers (off-policy runs resume only with them)
+    stop_after_chunks: int = 0  # testing/preemption: stop after N chunks in this process as if killed (0 = off)
 
 
 def _build_train_args() -> type:
@@ -206,6 +212,12 @@ def resolve_run(args: Any) -> RunConfig:
     cm.validate(cfg)
     if run.num_seeds < 1:
         raise ConfigError(f"--num-seeds must be >= 1 (got {run.num_seeds})")
+    if run.checkpoint_every < 0:
+        raise ConfigError(f"--checkpoint-every must be >= 0 chunks (0 = only at the end) (got {run.checkpoint_every})")
+    if run.checkpoint_keep < 1:
+        raise ConfigError(f"--checkpoint-keep must be >= 1 (got {run.checkpoint_keep})")
+    if run.stop_after_chunks < 0:
+        raise ConfigError(f"--stop-after-chunks must be >= 0 (got {run.stop_after_chunks})")
     if run.total_timesteps < 1:
         raise ConfigError(f"--total-timesteps must be positive (got {run.total_timesteps})")
     metrics = args.metrics

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,7 @@ from plasticine_jax.config import RunConfig, parse_sweep
 from plasticine_jax.envs.tasks import describe as describe_tasks
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions.registry import resolve
+from plasticine_jax.run import checkpoint as ckpt
 from plasticine_jax.run.sinks import JsonlSink, Progress, WandbSink, to_jsonable
 
 
@@ -54,6 +56,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name in ("metrics.jsonl", "config.json", "summary.json"):
         (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / ckpt.DIRNAME, ignore_errors=True)  # an old run's checkpoints must never be resumed
 
 
 def resolved_config_dict(cfg: RunConfig, learner: Learner, seeds: list[int], sweep: list[dict]) -> dict:
@@ -77,18 +80,28 @@ def resolved_config_dict(cfg: RunConfig, learner: Learner, seeds: list[int], swe
     })
 
 
-def run(cfg: RunConfig) -> RunResult:
-    """Train every (sweep point x seed) in one vmapped, chunk-compiled loop and write the outputs."""
+def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
+    """Train every (sweep point x seed) in one vmapped, chunk-compiled loop and write the outputs, saving
+    checkpoints as it goes (``run.checkpoint``). With ``cfg.run.resume`` set, continue the run in that
+    directory from its latest checkpoint instead: validated before anything in it is touched. ``argv`` (the
+    command line) is recorded in config.json so ``--resume`` can rebuild the config."""
     opts = cfg.run
     learner = build_learner(cfg)
     sweep = list(parse_sweep(opts.sweep, learner.default_hparams()))
     seeds = [opts.seed + i for i in range(opts.num_seeds)]
     runs = [(s, p) for p in sweep for s in seeds]
     out = Path(opts.out)
-    _prepare_out(out, opts.overwrite)
+    config = resolved_config_dict(cfg, learner, seeds, sweep)
+    resume: tuple[int, ckpt.Position] | None = None
+    if opts.resume:
+        saved = _saved_config(out)
+        resume = ckpt.read_position(out, config, saved)  # raises before anything is touched
+    else:
+        _prepare_out(out, opts.overwrite)
     for line in learner.warnings:  # only once the input is known to be good
         print(f"warning: {line}", file=sys.stderr)
-    (out / "config.json").write_text(json.dumps(resolved_config_dict(cfg, learner, seeds, sweep), indent=2))
+    if resume is None:
+        (out / "config.json").write_text(json.dumps({**config, "argv": list(argv or [])}, indent=2))
 
     keys = jnp.stack([jax.random.PRNGKey(s) for s, _ in runs])
     hp = {k: jnp.asarray([p.get(k, v) for _, p in runs], jnp.float32) for k, v in learner.default_hparams().items()}
@@ -96,12 +109,28 @@ def run(cfg: RunConfig) -> RunResult:
     every = opts.log_every or (cfg.metrics.every if cfg.metrics.every > 0 else 10)
     chunk = opts.chunk_updates or max(every, math.ceil(n_updates / 20 / every) * every)
     chunk = min(chunk, n_updates)
+    if resume is not None and (resume[1].chunk_updates, resume[1].num_updates) != (chunk, n_updates):
+        raise ConfigError(f"--resume: the checkpoint's chunks ({resume[1].chunk_updates} of {resume[1].num_updates} "
+                          f"updates) differ from this run's ({chunk} of {n_updates}); start it again without --resume")
 
     init = jax.jit(jax.vmap(learner.init))
     step = jax.jit(jax.vmap(learner.run_updates, in_axes=(0, None, None)), static_argnums=2)
     t0 = time.time()
     carry = init(keys, hp)
     jax.block_until_ready(carry)
+    rows: list[dict] = []
+    done, train_before = 0, 0.0
+    if resume is not None:  # every check passes before the first write to the out dir
+        step_, pos = resume
+        carry = ckpt.restore(out, step_, pos, carry, ckpt.is_host_env(opts.env))
+        rows = ckpt.read_rows(out, pos)
+        ckpt.truncate_metrics(out, pos)
+        done, train_before = pos.updates_done, pos.train_time_s
+        print(f"resuming {out} from its checkpoint at update {done}/{n_updates}", file=sys.stderr)
+        if ckpt.is_host_env(opts.env):
+            print(f"note: {opts.env.split(':')[0]} envs run outside the compiled graph and their simulator state is "
+                  f"not checkpointed; they restart from fresh episodes (everything else is restored)",
+                  file=sys.stderr)
     compiled: dict[int, Any] = {}
 
     def get_compiled(n: int):
@@ -119,9 +148,18 @@ def run(cfg: RunConfig) -> RunResult:
     steps_per_update = learner.env_steps_per_update
     total_steps = n_updates * steps_per_update
     progress = Progress(total_steps * len(runs), enabled=opts.progress)
-    rows: list[dict] = []
+    saver = ckpt.Checkpointer(out, opts.checkpoint_keep, opts.checkpoint_buffer)
+    version = _package_version()
+
+    def position(finished: bool) -> ckpt.Position:
+        return ckpt.Position(
+            updates_done=done, num_updates=n_updates, chunk_updates=chunk, rows_written=len(rows),
+            metrics_bytes=jsonl.flush(), package_version=version, jax_version=jax.__version__,
+            config_hash=ckpt.config_hash(config), buffer_saved=True, finished=finished,
+            train_time_s=train_before + time.time() - t_train, state_crc32="")
+
     t_train = time.time()
-    done = 0
+    chunks_run = 0
     try:
         while done < n_updates:
             n = min(chunk, n_updates - done)
@@ -150,18 +188,42 @@ def run(cfg: RunConfig) -> RunResult:
                             np.isfinite(recent).any() else float("nan"))
             if wandb is not None:
                 wandb.log_chunk(new_rows)
-            _check_divergence(outs, labels)
+            _check_divergence(outs, labels)  # a diverged carry is never checkpointed
+            chunks_run += 1
+            if done < n_updates and opts.checkpoint_every and chunks_run % opts.checkpoint_every == 0:
+                saver.save(carry, position(False))
+            if opts.stop_after_chunks and chunks_run >= opts.stop_after_chunks and done < n_updates:
+                raise ckpt.RunStopped(f"stopped after {chunks_run} chunk(s) at update {done}/{n_updates} "
+                                      f"(--stop-after-chunks); continue with: python -m plasticine_jax train "
+                                      f"--resume {out}")
+        wall = train_before + time.time() - t_train
+        final = _final_returns(rows, labels)
+        per_task = task_results(rows, labels) if cfg.continual.enabled else []
+        result = RunResult(rows, final, seeds, sweep, wall, compile_time, total_steps, per_task)
+        (out / "summary.json").write_text(json.dumps(to_jsonable(summary_dict(result, labels)), indent=2))
+        saver.save(carry, position(True))  # after summary.json: a finished checkpoint means a finished run
     finally:
         progress.close()
         jsonl.close()
+        saver.close()
         if wandb is not None:
             wandb.finish()
-    wall = time.time() - t_train
-    final = _final_returns(rows, labels)
-    per_task = task_results(rows, labels) if cfg.continual.enabled else []
-    result = RunResult(rows, final, seeds, sweep, wall, compile_time, total_steps, per_task)
-    (out / "summary.json").write_text(json.dumps(to_jsonable(summary_dict(result, labels)), indent=2))
     return result
+
+
+def _saved_config(out: Path) -> dict:
+    """config.json of the run in ``out`` (``--resume``), or a one-line ConfigError."""
+    try:
+        return json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        raise ConfigError(f"--resume: {out / 'config.json'} is missing or unreadable; --resume takes the --out "
+                          f"directory of a run started by python -m plasticine_jax train") from None
+
+
+def _package_version() -> str:
+    import plasticine_jax
+
+    return plasticine_jax.__version__
 
 
 def _check_divergence(outs: dict, labels: list[dict]) -> None:

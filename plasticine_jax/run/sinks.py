@@ -31,6 +31,12 @@ class JsonlSink:
     def write(self, row: dict) -> None:
         self.f.write(json.dumps(to_jsonable(row)) + "\n")
 
+    def flush(self) -> int:
+        """Flush to disk (fsync, so a checkpoint never counts rows a crash could lose); returns the file size."""
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        return self.f.tell()
+
     def close(self) -> None:
         self.f.flush()
         self.f.close()
