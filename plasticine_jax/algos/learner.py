@@ -72,13 +72,16 @@ class UpdateLoop:
         return jax.lax.scan(self._scan_update, state, idx)
 
     def _scan_update(self, state: RunState, update_idx: jax.Array) -> tuple[RunState, dict]:
-        """One update, preceded by the task switch on the first update of every task after the first."""
+        """One update, preceded by the task switch on the first update of every task after the first, followed
+        by the divergence guard."""
         if self.tasks is None:
-            return self._update(state, update_idx)
-        state = jax.lax.cond(self.tasks.starts_task(update_idx), lambda s: self._switch_task(s, update_idx),
-                             lambda s: s, state)
-        state, out = self._update(state, update_idx)
-        return state, {**out, "charts/current_task": state.task.astype(jnp.float32)}
+            new, out = self._update(state, update_idx)
+        else:
+            switched = jax.lax.cond(self.tasks.starts_task(update_idx), lambda s: self._switch_task(s, update_idx),
+                                    lambda s: s, state)
+            new, out = self._update(switched, update_idx)
+            out = {**out, "charts/current_task": new.task.astype(jnp.float32)}
+        return guard_divergence(state, new, out, update_idx)
 
     # ------------------------------------------------------------------ continual scenarios
     def env_at(self, update_idx: jax.Array):
@@ -131,6 +134,41 @@ class UpdateLoop:
         """Every key of the per-update metrics (traced, not run)."""
         shapes = jax.eval_shape(lambda k: self.run_updates(self.init(k), 0, 1)[1], jax.random.PRNGKey(0))
         return sorted(shapes)
+
+
+DIVERGENCE_QUANTITIES = ("loss", "gradient norm", "params")
+
+
+def _all_finite(xs: list) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in xs])) if xs else jnp.asarray(True)
+
+
+def divergence_code(units: dict, out: dict) -> jax.Array:
+    """int32: 0 while every parameter is finite; once one is not, 1 + the index in ``DIVERGENCE_QUANTITIES`` of
+    the first quantity of this update that is non-finite (a loss, else a gradient norm, else the params alone).
+    Parameters are the trigger because off-policy learners report NaN losses for updates without a gradient step
+    (warm-up), and a non-finite loss or gradient reaches the parameters in the same update (a clipped infinite
+    gradient is NaN too)."""
+    losses = [v for k, v in out.items() if k.startswith("losses/") and (k.endswith("_loss") or k == "losses/loss")]
+    grads = [v for k, v in out.items() if k.endswith("gradient_norm")]
+    params_ok = _all_finite(jax.tree.leaves({name: u.params for name, u in units.items()}))
+    what = jnp.where(_all_finite(losses), jnp.where(_all_finite(grads), 3, 2), 1)
+    return jnp.where(params_ok, 0, what).astype(jnp.int32)
+
+
+def guard_divergence(old: RunState, new: RunState, out: dict, update_idx: jax.Array) -> tuple[RunState, dict]:
+    """Per seed, in-graph: record the first update whose loss, gradient norm or params went non-finite and keep
+    the units (params, optimizer and intervention states, targets) at their last finite values from then on, so
+    a diverged seed stops learning while the other vmapped seeds go on (``--on-divergence``). Exact otherwise:
+    a healthy seed's state passes through unchanged. Adds ``charts/diverged`` (1 once frozen) to the metrics."""
+    code = divergence_code(new.units, out)
+    first = (old.diverged == 0) & (code > 0)
+    diverged = jnp.where(first, update_idx + 1, old.diverged).astype(jnp.int32)
+    what = jnp.where(first, code, old.diverged_what).astype(jnp.int32)
+    frozen = diverged > 0
+    units = jax.tree.map(lambda a, b: jnp.where(frozen, a, b), old.units, new.units)
+    new = new.replace(units=units, diverged=diverged, diverged_what=what)
+    return new, {**out, "charts/diverged": frozen.astype(jnp.float32)}
 
 
 def compose_interventions(interventions: Intervention | list | tuple) -> Intervention:

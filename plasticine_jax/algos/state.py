@@ -7,6 +7,7 @@ TD3/SAC -- each trained by its own optimizer. Checkpointing a ``RunState`` is en
 
 from __future__ import annotations
 
+from dataclasses import field
 from typing import Any
 
 import jax
@@ -72,3 +73,8 @@ class RunState:
     task: jax.Array  # int32 task index of a continual scenario (0 outside one)
     buffer: Any = None  # replay buffer of off-policy learners
     extra: Any = None  # learner-specific carry (e.g. the last action of an env-step learner)
+    # divergence guard (``learner.UpdateLoop``): 1 + the update whose loss, gradient norm or params first went
+    # non-finite (0 = healthy), and which quantity (``DIVERGENCE_QUANTITIES`` index + 1); the units stay frozen
+    # at their last finite values from then on
+    diverged: jax.Array = field(default_factory=lambda: jnp.zeros((), jnp.int32))
+    diverged_what: jax.Array = field(default_factory=lambda: jnp.zeros((), jnp.int32))
