@@ -112,6 +112,36 @@ def buffer_nbytes(carry: Any) -> int:
 
 
 @contextmanager
+def _stderr_held() -> Iterator[None]:
+    """Hold back what C++ threads write to stderr (fd 2) inside the block, and drop it when the block raises:
+    a failed orbax read leaves tensorstore callbacks that print 'Event loop is closed' tracebacks after the
+    error, which would bury the one line that names the problem. Kept and re-emitted on success."""
+    import os
+    import sys
+    import tempfile
+    import time
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            time.sleep(1.0)  # let the stragglers print into the held file
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not failed:
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
+
+
+@contextmanager
 def _quiet() -> Iterator[None]:
     """Silence orbax's absl warnings (read-only manager notes and the like) around a call."""
     from absl import logging as absl_logging
@@ -149,11 +179,11 @@ class Checkpointer:
 
         if not self.told:
             self._tell(carry)
+        buffer_saved = self.save_buffer or carry.buffer is None
         if not self.save_buffer:
             carry = carry.replace(buffer=None)
         host = jax.device_get(carry)
-        position = Position(**{**asdict(position), "buffer_saved": self.save_buffer or carry.buffer is None,
-                               "state_crc32": state_crc32(host)})
+        position = Position(**{**asdict(position), "buffer_saved": buffer_saved, "state_crc32": state_crc32(host)})
         with _quiet():
             self.manager.save(position.updates_done, args=ocp.args.Composite(
                 state=ocp.args.StandardSave(host), position=ocp.args.JsonSave(asdict(position))))
@@ -243,7 +273,7 @@ def restore(out: Path, step: int, position: Position, template: Any, host_env: b
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), jax.device_get(target))
     problem = None
     try:
-        with _quiet():
+        with _quiet(), _stderr_held():
             state = _manager(directory, None, read_only=True).restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
         if state_crc32(state) != position.state_crc32:

@@ -116,7 +116,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
     init = jax.jit(jax.vmap(learner.init))
     step = jax.jit(jax.vmap(learner.run_updates, in_axes=(0, None, None)), static_argnums=2)
     t0 = time.time()
-    carry = init(keys, hp)
+    carry = fresh = init(keys, hp)
     jax.block_until_ready(carry)
     rows: list[dict] = []
     done, train_before = 0, 0.0
@@ -135,7 +135,9 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
 
     def get_compiled(n: int):
         if n not in compiled:
-            compiled[n] = step.lower(carry, 0, n).compile()
+            # lowered from the fresh carry, never a restored one (restored arrays lose jax's weak types), so a
+            # resumed run runs the very executable of the uninterrupted run
+            compiled[n] = step.lower(fresh, 0, n).compile()
         return compiled[n]
 
     get_compiled(chunk)
