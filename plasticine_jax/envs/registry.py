@@ -12,7 +12,7 @@ from plasticine_jax.envs.shifts import FlipReward, PermuteObservation
 from plasticine_jax.envs.tasks import ContinualConfig
 from plasticine_jax.errors import ConfigError
 
-BACKENDS = ("gymnax", "craftax", "brax", "envpool", "dmc")
+BACKENDS = ("gymnax", "craftax", "brax", "envpool", "dmc", "playground")
 
 
 def parse_env_id(spec: str) -> tuple[str, str]:
@@ -53,6 +53,10 @@ def validate_env_id(spec: str) -> tuple[str, str]:
         from plasticine_jax.envs.dmc_env import split_env_id  # a missing dm_control: one line naming the install
 
         split_env_id(name)
+    elif backend == "playground":
+        from plasticine_jax.envs.playground_env import check_env_name  # a missing playground: one line naming it
+
+        check_env_name(name)
     return backend, name
 
 
@@ -79,6 +83,10 @@ def make_backend(spec: str, num_envs: int, **kwargs: Any):
         from plasticine_jax.envs.dmc_env import DmcVecEnv
 
         return DmcVecEnv(name, num_envs, **kwargs)
+    if backend == "playground":
+        from plasticine_jax.envs.playground_env import PlaygroundVecEnv
+
+        return PlaygroundVecEnv(name, num_envs, **kwargs)
     raise AssertionError(backend)
 
 
