@@ -200,3 +200,19 @@ def test_off_policy_resume_needs_the_buffer(xla_cache, tmp_path):
                  "--out", str(out)))
     assert "leave out the replay buffers" in r.stderr
     _refused(xla_cache, out, "holds no replay buffer")
+
+
+def test_host_env_run_resumes_with_fresh_envs(xla_cache, tmp_path):
+    # envpool's simulators live outside the carry: the resumed run says so in one line, restores the rest and
+    # writes every row exactly once
+    pytest.importorskip("envpool")
+    out = tmp_path / "run"
+    args = ["--algo", "td3", "--env", "envpool:CartpoleBalance-v1", "--total-timesteps", "2000",
+            "--td3.learning-starts", "200", "--td3.buffer-size", "2000", "--td3.batch-size", "32", *COMMON]
+    _ok(_cli(xla_cache, "train", *args, "--stop-after-chunks", "2", "--out", str(out)))
+    r = _ok(_cli(xla_cache, "train", "--resume", str(out), "--no-progress"))
+    notes = [line for line in r.stderr.splitlines() if line.startswith("note: envpool envs")]
+    assert len(notes) == 1 and "restart from fresh episodes" in notes[0]
+    assert [row["update"] for row in _rows(out) if row["seed"] == 0] == list(range(2, 21, 2))
+    state, position = latest_state(out)
+    assert position["finished"] and state["update"].tolist() == [20, 20]

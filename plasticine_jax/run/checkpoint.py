@@ -65,6 +65,7 @@ class Position:
     finished: bool
     train_time_s: float  # training wall time so far, summed over resumed processes
     state_crc32: str  # checksum of every state leaf, checked after restore
+    wandb_id: str | None = None  # the W&B run a resumed run goes on logging into
 
 
 def is_host_env(env_id: str) -> bool:
@@ -164,12 +165,13 @@ def _manager(directory: Path, keep: int | None, read_only: bool):
 
 class Checkpointer:
     """Writes a run's checkpoints into ``<out>/checkpoints``, keeping the last ``keep``. Saves are
-    asynchronous (training goes on while orbax writes); ``close`` waits for the last one."""
+    asynchronous (training goes on while orbax writes); ``close`` waits for the last one. The replay buffers'
+    size is printed at the first save of a run (``told``: already printed by the process that started it)."""
 
-    def __init__(self, out: Path, keep: int, save_buffer: bool):
+    def __init__(self, out: Path, keep: int, save_buffer: bool, told: bool = False):
         self.directory = (out / DIRNAME).absolute()
         self.save_buffer = save_buffer
-        self.told = False
+        self.told = told
         with _quiet():
             self.manager = _manager(self.directory, keep, read_only=False)
 

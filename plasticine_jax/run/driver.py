@@ -146,11 +146,11 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
     compile_time = time.time() - t0
     labels = [{"seed": s, **{k: v for k, v in p.items()}} for s, p in runs]
     jsonl = JsonlSink(out / "metrics.jsonl")
-    wandb = None if opts.no_wandb else WandbSink(out, cfg, labels)
+    wandb = None if opts.no_wandb else WandbSink(out, cfg, labels, resume[1].wandb_id if resume else None)
     steps_per_update = learner.env_steps_per_update
     total_steps = n_updates * steps_per_update
     progress = Progress(total_steps * len(runs), enabled=opts.progress)
-    saver = ckpt.Checkpointer(out, opts.checkpoint_keep, opts.checkpoint_buffer)
+    saver = ckpt.Checkpointer(out, opts.checkpoint_keep, opts.checkpoint_buffer, told=resume is not None)
     version = _package_version()
 
     def position(finished: bool) -> ckpt.Position:
@@ -158,7 +158,8 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
             updates_done=done, num_updates=n_updates, chunk_updates=chunk, rows_written=len(rows),
             metrics_bytes=jsonl.flush(), package_version=version, jax_version=jax.__version__,
             config_hash=ckpt.config_hash(config), buffer_saved=True, finished=finished,
-            train_time_s=train_before + time.time() - t_train, state_crc32="")
+            train_time_s=train_before + time.time() - t_train, state_crc32="",
+            wandb_id=None if wandb is None else wandb.run_id)
 
     t_train = time.time()
     chunks_run = 0

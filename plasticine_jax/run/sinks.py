@@ -44,9 +44,10 @@ class JsonlSink:
 
 class WandbSink:
     """One W&B run for the whole vmapped experiment: per-run keys ``<label>/<metric>`` plus the mean over
-    runs. Offline unless ``--track``; any W&B failure is reported once and logging goes on without it."""
+    runs. Offline unless ``--track``; any W&B failure is reported once and logging goes on without it.
+    ``run_id`` (a resumed run) continues that W&B run instead of starting a new one."""
 
-    def __init__(self, out: Path, cfg: Any, labels: list[dict]):
+    def __init__(self, out: Path, cfg: Any, labels: list[dict], run_id: str | None = None):
         self.run = None
         self.labels = labels
         try:
@@ -62,10 +63,16 @@ class WandbSink:
                 dir=str(out), config={"run": asdict(cfg.run), cfg.run.algo: asdict(cfg.algo_cfg),
                                       "interventions": list(cfg.interventions)},
                 name=Path(cfg.run.out).name, reinit="create_new",
+                **({"id": run_id, "resume": "allow"} if run_id else {}),
             )
         except Exception as e:  # a missing network or broken install never fails a run
             print(f"warning: W&B disabled ({type(e).__name__}: {str(e).splitlines()[0][:120]})", file=sys.stderr)
             self.run = None
+
+    @property
+    def run_id(self) -> str | None:
+        """The W&B run id (saved in checkpoints so a resumed run logs into the same W&B run)."""
+        return None if self.run is None else self.run.id
 
     def log_chunk(self, rows: list[dict]) -> None:
         if self.run is None or not rows:
