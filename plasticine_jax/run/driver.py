@@ -90,7 +90,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
     sweep = list(parse_sweep(opts.sweep, learner.default_hparams()))
     seeds = [opts.seed + i for i in range(opts.num_seeds)]
     runs = [(s, p) for p in sweep for s in seeds]
-    out = Path(opts.out)
+    out = Path(opts.resume or opts.out)
     config = resolved_config_dict(cfg, learner, seeds, sweep)
     resume: tuple[int, ckpt.Position] | None = None
     if opts.resume:
@@ -101,7 +101,8 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
     for line in learner.warnings:  # only once the input is known to be good
         print(f"warning: {line}", file=sys.stderr)
     if resume is None:
-        (out / "config.json").write_text(json.dumps({**config, "argv": list(argv or [])}, indent=2))
+        recorded = {} if argv is None else {"argv": list(argv)}  # no argv: started from Python, resumed from Python
+        (out / "config.json").write_text(json.dumps({**config, **recorded}, indent=2))
 
     keys = jnp.stack([jax.random.PRNGKey(s) for s, _ in runs])
     hp = {k: jnp.asarray([p.get(k, v) for _, p in runs], jnp.float32) for k, v in learner.default_hparams().items()}
