@@ -216,3 +216,50 @@ def test_host_env_run_resumes_with_fresh_envs(xla_cache, tmp_path):
     assert [row["update"] for row in _rows(out) if row["seed"] == 0] == list(range(2, 21, 2))
     state, position = latest_state(out)
     assert position["finished"] and state["update"].tolist() == [20, 20]
+
+
+def test_save_cut_short_before_the_rename_is_never_read(tmp_path, monkeypatch):
+    # a real save through Checkpointer whose orbax finalize (the tmp -> <step> rename) fails: the data is all on
+    # disk in <step>.orbax-checkpoint-tmp, yet the resume sees only the last complete checkpoint
+    import jax.numpy as jnp
+    from orbax.checkpoint._src.path import atomicity
+
+    import plasticine_jax
+    from plasticine_jax.algos.state import RunState, StepCounter, Unit
+    from plasticine_jax.run import checkpoint as ckpt
+
+    def carry(u: int) -> RunState:
+        unit = Unit(params={"w": jnp.full((2, 3), float(u))}, net_state={}, opt_state=(jnp.zeros(2, jnp.int32),),
+                    istate=None, hp={"lr": jnp.ones(2)})
+        return RunState(units={"q": unit}, env_state=None, obs=jnp.zeros((2, 4)), key=jnp.zeros((2, 2), jnp.uint32),
+                        steps=StepCounter(jnp.zeros(2, jnp.uint32), jnp.zeros(2, jnp.uint32)),
+                        update=jnp.full((2,), u, jnp.int32), task=jnp.zeros(2, jnp.int32))
+
+    config = {"run": {"out": str(tmp_path)}, "ppo": {"lr": 1.0}}
+
+    def position(u: int) -> ckpt.Position:
+        return ckpt.Position(updates_done=u, num_updates=20, chunk_updates=5, rows_written=0, metrics_bytes=0,
+                             package_version=plasticine_jax.__version__, jax_version=jax.__version__,
+                             config_hash=ckpt.config_hash(config), buffer_saved=True, finished=False,
+                             train_time_s=0.0, state_crc32="")
+
+    saver = ckpt.Checkpointer(tmp_path, keep=2, save_buffer=True)
+    saver.save(carry(5), position(5))
+    saver.manager.wait_until_finished()
+
+    async def crash(self):
+        raise OSError("killed before the rename")
+
+    monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", crash)
+    with pytest.raises(Exception, match="killed before the rename"):  # orbax re-raises it from its save thread
+        saver.save(carry(10), position(10))
+        saver.manager.wait_until_finished()
+    monkeypatch.undo()
+    saver.manager.close()
+    names = sorted(p.name for p in (tmp_path / DIRNAME).iterdir())
+    assert names == ["10.orbax-checkpoint-tmp", "5"]
+    assert any((tmp_path / DIRNAME / names[0]).rglob("manifest.ocdbt"))  # the state itself did get written
+    step, pos = ckpt.read_position(tmp_path, config, config)
+    assert (step, pos.updates_done) == (5, 5)
+    state = ckpt.restore(tmp_path, step, pos, carry(0), host_env=False)
+    assert np.array_equal(np.asarray(state.units["q"].params["w"]), np.full((2, 3), 5.0))
