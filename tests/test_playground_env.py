@@ -1,9 +1,10 @@
 """The MuJoCo Playground backend: inside ``jit(lax.scan)`` under ``vmap`` over seeds it gives exactly the env's own
 ``jax.jit(env.reset)``/``jax.jit(env.step)`` Python loop (observations, rewards, truncation at a short
-episode_length with a fresh auto-reset and final_obs, per-env reset keys); a NaN physics state terminates (not
-truncates); the reset gate (``fresh_where_done``) runs the reset only on steps where some env of some seed ended,
-through nested vmaps, with unchanged values; dict observations; one-line config errors (the missing-extra one runs
-without Playground installed); a short PPO CLI run writes metrics for both seeds."""
+episode_length with a fresh auto-reset and final_obs, per-env reset keys; a NaN physics state terminates, not
+truncates); action_repeat sums rewards over env steps that count towards episode_length; the reset gate
+(``fresh_where_done``) runs the reset only on steps where some env of some seed ended, through nested vmaps, with
+unchanged values; dict observations; one-line config errors (the missing-extra one runs without Playground
+installed); a short PPO CLI run writes metrics for both seeds."""
 
 from __future__ import annotations
 
@@ -69,7 +70,14 @@ def playground():
     return pytest.importorskip("mujoco_playground")
 
 
-def test_matches_playground_python_loop_under_vmap(playground):
+@pytest.fixture(scope="module")
+def raw(playground):
+    """The env's own ``jax.jit(env.reset)`` and ``jax.jit(env.step)`` (one env, no batch)."""
+    env = playground.registry.load(ENV, config_overrides={"impl": "jax"})
+    return jax.jit(env.reset), jax.jit(env.step)
+
+
+def test_matches_playground_python_loop_under_vmap(raw):
     """Truncation every EPISODE steps, and a NaN action (seed 1, env 0, step 7) that makes the physics NaN: the
     env's done, so terminated (not truncated), and a fresh reset with the step counter back to 0."""
     from plasticine_jax.envs.spaces import Box
@@ -93,11 +101,12 @@ def test_matches_playground_python_loop_under_vmap(playground):
         return obs0, jax.lax.scan(body, state, (jax.random.split(jax.random.fold_in(key, 1), T), acts))[1]
 
     obs0, (obs, reward, term, trunc, final, steps) = jax.jit(jax.vmap(run))(seeds, actions)
+    state = jax.eval_shape(jax.vmap(lambda k: env.reset(k)[1]), seeds)
+    assert all(np.size(x) > 0 for x in jax.tree.leaves(state))  # orbax cannot save MJX's zero-size fields
     assert obs.dtype == final.dtype == reward.dtype == jnp.float32 and obs.shape == (S, T, E, 5)
     assert term.dtype == trunc.dtype == jnp.bool_ and steps.dtype == jnp.int32
 
-    raw = playground.registry.load(ENV, config_overrides={"impl": "jax"})
-    reset, step = jax.jit(raw.reset), jax.jit(raw.step)
+    reset, step = raw
     want_term, want_trunc = np.zeros((S, T, E), bool), np.zeros((S, T, E), bool)
     for s in range(S):
         states = [reset(k) for k in jax.random.split(seeds[s], E)]
@@ -124,6 +133,28 @@ def test_matches_playground_python_loop_under_vmap(playground):
     assert np.argwhere(want_term).tolist() == [[1, 7, 0]] and want_trunc.sum() == S * E * 2 - 1
     assert np.isnan(final[1, 7, 0]).any() and np.isfinite(obs).all()
     assert not np.allclose(obs[trunc], final[trunc])
+
+
+def test_action_repeat_sums_rewards_and_counts_env_steps(raw):
+    reset, step = raw
+    env = make_backend(f"playground:{ENV}", E, action_repeat=2, episode_length=4)
+    key = jax.random.PRNGKey(3)
+    _, state = env.reset(key)
+    states = [reset(k) for k in jax.random.split(key, E)]
+    action = jnp.asarray([[0.5], [-1.0]])
+    env_step = jax.jit(env.step)
+    for t in range(2):  # 2 agent steps = 4 env steps = episode_length: truncated on the second
+        k = jax.random.PRNGKey(10 + t)
+        obs, state, reward, term, trunc, info = env_step(k, state, action)
+        assert not np.asarray(term).any() and np.asarray(trunc).tolist() == [t == 1] * E
+        assert np.asarray(state.steps).tolist() == [0 if t == 1 else 2] * E
+        for i in range(E):
+            first = step(states[i], action[i])
+            second = step(first, action[i])
+            np.testing.assert_allclose(reward[i], first.reward + second.reward, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(info["final_obs"][i], second.obs, rtol=1e-5, atol=1e-6)
+            states[i] = reset(jax.random.split(k, E)[i]) if t == 1 else second
+            np.testing.assert_allclose(obs[i], states[i].obs, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("make, needle", [
