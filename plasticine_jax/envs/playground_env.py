@@ -7,8 +7,9 @@ are pure JAX, so the env runs inside ``jit(lax.scan)`` and under ``vmap`` over s
 
 * **Physics**: ``impl="jax"`` (MJX's XLA implementation) by default. Playground's own default is ``impl="warp"``
   (MuJoCo Warp), which on CPU runs Warp's CPU kernels 10-20x slower (envs.md §2) and needs ``warp-lang`` (392 MB;
-  pip installs it with playground, but ``impl="jax"`` never imports it, pyproject.toml); ``impl="warp"`` or any other
-  config field can still be set (``impl=``, ``config_overrides=``).
+  pip installs it with playground and ``import mujoco.mjx`` loads it when present, +2 s, but ``impl="jax"`` never
+  calls it: pyproject.toml); ``impl="warp"`` or any other config field can still be set (``impl=``,
+  ``config_overrides=``).
 * **Observations** ``Box(-inf, inf)`` float32, flat ``(size,)``. An array observation is flattened. A dict
   observation (locomotion and some manipulation envs) is its ``"state"`` entry when it has one: Playground's own
   PPO feeds the policy ``"state"`` and gives ``"privileged_state"`` (simulator-only quantities) to an asymmetric
@@ -193,7 +194,8 @@ class PlaygroundVecEnv(TasklessEnv):
         return treedef.unflatten([jnp.zeros(t.shape, t.dtype) if x is None else x
                                   for x, t in zip(leaves, jax.tree.leaves(self._template), strict=True)])
 
-    def step(self, key: jax.Array, state: PlaygroundVecState, action: jax.Array):
+    def step(self, key: jax.Array, state: PlaygroundVecState, action: jax.Array
+             ) -> tuple[jax.Array, PlaygroundVecState, jax.Array, jax.Array, jax.Array, dict[str, jax.Array]]:
         """Step every env; finished ones restart from a fresh reset (``info["final_obs"]``: the obs before it)."""
         nxt, steps, final_obs, reward, terminated, truncated = jax.vmap(self._advance)(
             state.env_state, state.steps, action)
