@@ -139,7 +139,7 @@ def test_action_repeat_sums_rewards_and_counts_env_steps(raw):
     reset, step = raw
     env = make_backend(f"playground:{ENV}", E, action_repeat=2, episode_length=4)
     key = jax.random.PRNGKey(3)
-    _, state = env.reset(key)
+    _, state = jax.jit(env.reset)(key)
     states = [reset(k) for k in jax.random.split(key, E)]
     action = jnp.asarray([[0.5], [-1.0]])
     env_step = jax.jit(env.step)
