@@ -6,9 +6,10 @@ Two tables, one run (machine and versions printed first, every figure also writt
    steps/s, 1 and 2 vmapped seeds, at the reference's two shapes: the newest reference's continual Procgen PPO
    (1 env x 1000 steps, 8 minibatches, 3 epochs, lr 1e-3, gamma 0.99) -- the shape of the PyTorch reference's
    figure measured on this CPU, about 200 steps/s (``../shared/envs.md`` §8; the reference's code is not in this
-   repository, so its figure is quoted, not re-run) -- and the standard scenario (64 envs x 256 steps,
-   3 epochs x 8 minibatches). Each row is one compiled ``jax.jit(jax.vmap(ppo.train))`` timed on its second call
-   (compile time separate); plasticity metrics off so the figure is the learner's.
+   repository, so its figure is quoted, not re-run) -- and the standard scenario's 64 envs (3 epochs x 8
+   minibatches) with a 32-step rollout: its 256-step one needs ~13 GiB of XLA temporaries on CPU (GPU-scale).
+   Each row is one compiled ``jax.jit(jax.vmap(ppo.train))`` timed on its second call (compile time
+   separate); plasticity metrics off so the figure is the learner's.
 2. **envpool raw vs our pipeline** for Pong-v5 and CheetahRun-v1, random actions, 64 envs: envpool's own
    Python loop (``env.step`` on numpy actions), envpool's XLA step in ``jit(lax.scan)`` (Pong only: MuJoCo's XLA
    step needs float64 actions, i.e. x64 everywhere), and our ``envpool:`` env (reset/step primitives, in-step
@@ -41,7 +42,9 @@ def _procgen_shapes(quick: bool) -> list[tuple[str, dict, int]]:
     if quick:
         return [("1 env x 64 steps (quick)", dict(num_envs=1, num_steps=64, num_minibatches=2, update_epochs=1), 1)]
     newest = dict(num_envs=1, num_steps=1000, num_minibatches=8, update_epochs=3, learning_rate=1e-3, gamma=0.99)
-    return [("1 env x 1000 steps (N continual)", newest, 2), ("64 envs x 256 steps (R standard)", {}, 1)]
+    # the reference's 64 envs with a 32-step rollout: its 256-step batch (16,384 IMPALA samples, minibatches of
+    # 2048) needs ~13 GiB of XLA temporaries on CPU, a GPU-scale shape
+    return [("1 env x 1000 steps (N continual)", newest, 2), ("64 envs x 32 steps (R envs)", dict(num_steps=32), 4)]
 
 
 def bench_procgen(args, machine_seeds: list[int]) -> list[dict]:
@@ -58,10 +61,11 @@ def bench_procgen(args, machine_seeds: list[int]) -> list[dict]:
             steps = cfg.num_envs * cfg.num_steps * updates
             learner = make_train(cfg, PROCGEN, steps, (), MetricsConfig(every=0))
             keys = jax.random.split(jax.random.PRNGKey(0), seeds)
-            _, compile_s, times, _ = bench.compile_and_time(learner, keys, 2 if not args.quick else 1)
+            compiled, compile_s, times, _ = bench.compile_and_time(learner, keys, 2 if not args.quick else 1)
             best = min(times)
             row = {"shape": label, "seeds": seeds, "env_steps": steps * seeds, "compile_s": compile_s,
-                   "run_s": best, "steps_per_s": steps * seeds / best}
+                   "run_s": best, "steps_per_s": steps * seeds / best, "xla_bytes": bench._memory(compiled)}
+            del compiled
             print(f"... procgen {label}, {seeds} seed(s): {row['steps_per_s']:.0f} steps/s", file=sys.stderr)
             rows.append(row)
             jax.clear_caches()
@@ -169,11 +173,13 @@ def main(argv: list[str] | None = None) -> int:
         rows = bench_procgen(args, [int(s) for s in args.seeds.split(",")])
         result["procgen_ppo"] = rows
         print("\nPPO on envpool StarpilotEasy-v0 (IMPALA CNN, reference hyperparameters), env steps/s")
-        print(f"{'shape':<36} {'seeds':>5} {'steps/s':>9} {'compile s':>9}  vs PyTorch reference")
+        print(f"{'shape':<36} {'seeds':>5} {'steps/s':>9} {'compile s':>9} {'XLA GiB':>7}  vs PyTorch reference")
         for r in rows:
             ref = (f"{r['steps_per_s'] / REFERENCE_PROCGEN_SPS:.2f}x of ~{REFERENCE_PROCGEN_SPS}"
                    if r["shape"].startswith("1 env x 1000") else "not measured (reference not runnable here)")
-            print(f"{r['shape']:<36} {r['seeds']:>5} {r['steps_per_s']:>9.0f} {r['compile_s']:>9.1f}  {ref}")
+            mem = r["xla_bytes"].get("total", float("nan")) / 2**30
+            print(f"{r['shape']:<36} {r['seeds']:>5} {r['steps_per_s']:>9.0f} {r['compile_s']:>9.1f} {mem:>7.2f}  "
+                  f"{ref}")
     if "raw" in sections:
         rows = bench_raw_vs_pipeline(args)
         result["raw_vs_pipeline"] = rows
