@@ -163,7 +163,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
             wandb_id=None if wandb is None else wandb.run_id)
 
     t_train = time.time()
-    chunks_run = 0
+    chunks_run, done_before = 0, done
     try:
         while done < n_updates:
             n = min(chunk, n_updates - done)
@@ -186,7 +186,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
             rows.extend(new_rows)
             done += n
             elapsed = time.time() - t_train
-            sps = done * steps_per_update * len(runs) / max(elapsed, 1e-9)
+            sps = (done - done_before) * steps_per_update * len(runs) / max(elapsed, 1e-9)
             recent = outs["charts/episodic_return"]
             progress.update(done * steps_per_update * len(runs), sps, float(np.nanmean(recent)) if
                             np.isfinite(recent).any() else float("nan"))
