@@ -74,8 +74,7 @@ class RunOptions:
     wandb_entity: str | None = None
     wandb_group: str | None = None  # default: <env>__<interventions>
     progress: bool = True  # rich progress bar (steps, SPS, ETA, mean return)
-    resume: str | None = None  # continue the killed run in this output dir from its last checkpoint, with its
-    # saved config (give no other flags, or exactly the run's own)
+    resume: str | None = None  # continue the run in this dir from its last checkpoint, with its saved flags
     checkpoint_every: int = 1  # save a checkpoint every N chunks (0 = only at the end; always at the end)
     checkpoint_keep: int = 2  # keep the last K checkpoints in <out>/checkpoints
     checkpoint_buffer: bool = True  # checkpoints hold the replay buffers (off-policy runs resume only with them)
