@@ -79,6 +79,8 @@ class RunOptions:
     checkpoint_keep: int = 2  # keep the last K checkpoints in <out>/checkpoints
     checkpoint_buffer: bool = True  # checkpoints hold the replay buffers (off-policy runs resume only with them)
     stop_after_chunks: int = 0  # testing/preemption: stop after N chunks in this process as if killed (0 = off)
+    on_divergence: str = "stop"  # a seed's params went non-finite: stop (one line, last good checkpoint kept,
+    # exit 3) | continue (the seed is frozen at its last finite params and marked; the others go on)
 
 
 def _build_train_args() -> type:
@@ -215,6 +217,8 @@ def resolve_run(args: Any) -> RunConfig:
         raise ConfigError(f"--checkpoint-every must be >= 0 chunks (0 = only at the end) (got {run.checkpoint_every})")
     if run.checkpoint_keep < 1:
         raise ConfigError(f"--checkpoint-keep must be >= 1 (got {run.checkpoint_keep})")
+    if run.on_divergence not in ("stop", "continue"):
+        raise ConfigError(f"--on-divergence must be stop or continue (got {run.on_divergence!r})")
     if run.stop_after_chunks < 0:
         raise ConfigError(f"--stop-after-chunks must be >= 0 (got {run.stop_after_chunks})")
     if run.total_timesteps < 1:

@@ -82,6 +82,7 @@ def test_sweep_vmaps_hyperparameters(tmp_path):
     (["--preset", "pendulum"], "unknown ppo preset"),
     (["--preset", "atari"], "needs image observations"),
     (["--metrics.cadence", "epoch"], "--metrics.cadence"),
+    (["--on-divergence", "ignore"], "--on-divergence"),
 ])
 def test_bad_input_one_clear_line(tmp_path, args, needle):
     r = _cli("train", "--total-timesteps", "1024", "--num-seeds", "1", "--out", str(tmp_path / "bad"),

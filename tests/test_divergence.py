@@ -67,3 +67,43 @@ def test_frozen_units_keep_their_last_finite_values():
                         strict=True):
             assert np.isfinite(np.asarray(a)).all()
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _train(tmp_path, name, *extra):
+    from plasticine_jax.cli import main
+
+    out = tmp_path / name
+    rc = main(["train", "--algo", "pqn", "--total-timesteps", "8192", "--num-seeds", "1", "--no-wandb",
+               "--no-progress", "--out", str(out), *extra])
+    return rc, out
+
+
+def _rows(out):
+    import json
+
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_cli_stops_with_one_line_naming_run_update_and_quantity(tmp_path, capsys):
+    rc, out = _train(tmp_path, "stop", "--sweep", "learning_rate=1e-3,1e8")
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 3
+    assert err.startswith("error: seed 0, learning_rate 1e+08 diverged at update 1") and "non-finite loss" in err
+    assert not (out / "summary.json").exists()
+
+
+def test_cli_continue_freezes_the_bad_run_and_the_other_equals_a_run_without_it(tmp_path, capsys):
+    import json
+
+    rc, out = _train(tmp_path, "continue", "--sweep", "learning_rate=1e-3,1e8", "--on-divergence", "continue")
+    assert rc == 0 and "diverged at update 1" in capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(d["learning_rate"], d["update"], d["quantity"]) for d in summary["diverged"]] == [(1e8, 1, "loss")]
+    rc, alone = _train(tmp_path, "alone", "--sweep", "learning_rate=1e-3")
+    good = [r for r in _rows(out) if r["learning_rate"] == 1e-3]
+    ref = _rows(alone)
+    assert len(good) == len(ref) > 0
+    for a, b in zip(good, ref, strict=True):
+        np.testing.assert_allclose(a["losses/td_loss"], b["losses/td_loss"], rtol=1e-5)
+        assert a["charts/diverged"] == 0.0
+    assert all(r["charts/diverged"] == 1.0 for r in _rows(out) if r["learning_rate"] == 1e8)

@@ -39,6 +39,7 @@ class RunResult:
     compile_time: float
     env_steps: int
     per_task: list[dict] = field(default_factory=list)  # continual runs: one row per (run, task); see task_results
+    diverged: list[dict] = field(default_factory=list)  # --on-divergence continue: runs frozen (update, quantity)
 
 
 def build_learner(cfg: RunConfig) -> Learner:
@@ -164,6 +165,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
 
     t_train = time.time()
     chunks_run, done_before = 0, done
+    diverged: list[dict] = []
     try:
         while done < n_updates:
             n = min(chunk, n_updates - done)
@@ -192,7 +194,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
                             np.isfinite(recent).any() else float("nan"))
             if wandb is not None:
                 wandb.log_chunk(new_rows)
-            _check_divergence(outs, labels)  # a diverged carry is never checkpointed
+            diverged = _check_divergence(carry, labels, steps_per_update, opts.on_divergence, diverged, out)
             chunks_run += 1
             if done < n_updates and opts.checkpoint_every and chunks_run % opts.checkpoint_every == 0:
                 saver.save(carry, position(False))
@@ -203,7 +205,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
         wall = train_before + time.time() - t_train
         final = _final_returns(rows, labels)
         per_task = task_results(rows, labels) if cfg.continual.enabled else []
-        result = RunResult(rows, final, seeds, sweep, wall, compile_time, total_steps, per_task)
+        result = RunResult(rows, final, seeds, sweep, wall, compile_time, total_steps, per_task, diverged)
         (out / "summary.json").write_text(json.dumps(to_jsonable(summary_dict(result, labels)), indent=2))
         saver.save(carry, position(True))  # after summary.json: a finished checkpoint means a finished run
     finally:
@@ -230,18 +232,34 @@ def _package_version() -> str:
     return plasticine_jax.__version__
 
 
-def _check_divergence(outs: dict, labels: list[dict]) -> None:
-    """Stop when a run diverged: an infinite loss, or non-finite parameters (every unit's weight magnitude
-    is computed every update). A NaN loss alone is not divergence: off-policy learners log NaN for updates
-    without a gradient step (warm-up)."""
-    weights = [k for k in outs if k.endswith("weight_magnitude")]
-    losses = [k for k in outs if k.startswith("losses/")]
-    for r in range(len(labels)):
-        bad = [k for k in weights if not np.isfinite(outs[k][r]).all()]
-        bad += [k for k in losses if np.isinf(outs[k][r]).any()]
-        if bad:
-            raise FloatingPointError(f"non-finite {bad[0]} in run {labels[r]}; lower the learning rate or check "
-                                     f"the env")
+def _check_divergence(carry: Any, labels: list[dict], steps_per_update: int, mode: str, known: list[dict],
+                      out: Path) -> list[dict]:
+    """Read the learners' in-graph divergence guard (``RunState.diverged``: per run, 1 + the update whose params
+    first went non-finite, and which quantity went first). ``stop``: raise one line naming the run, update, env
+    step and quantity (before this chunk is checkpointed, so the last checkpoint is the last good state).
+    ``continue``: one line per newly diverged run (frozen in-graph at its last finite params), and the list of
+    diverged runs for summary.json."""
+    from plasticine_jax.algos.learner import DIVERGENCE_QUANTITIES
+
+    updates = np.asarray(carry.diverged).reshape(-1)
+    what = np.asarray(carry.diverged_what).reshape(-1)
+    found = []
+    for r, label in enumerate(labels):
+        if updates[r] > 0:
+            found.append({**label, "update": int(updates[r]), "step": int(updates[r]) * steps_per_update,
+                          "quantity": DIVERGENCE_QUANTITIES[int(what[r]) - 1]})
+    new = [d for d in found if d not in known]
+    for d in new:
+        run = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items()
+                        if k not in ("update", "step", "quantity"))
+        msg = (f"{run} diverged at update {d['update']} (env step {d['step']:,}): non-finite {d['quantity']}")
+        if mode == "stop":
+            kept = (f"the last good checkpoint is kept in {out / 'checkpoints'}"
+                    if any((out / "checkpoints").glob("[0-9]*")) else "no checkpoint had been saved yet")
+            raise FloatingPointError(f"{msg}; {kept}; lower the learning rate, or --on-divergence continue to freeze "
+                                     f"diverged seeds and go on")
+        print(f"warning: {msg}; frozen at its last finite parameters, the other runs go on", file=sys.stderr)
+    return found
 
 
 def _final_returns(rows: list[dict], labels: list[dict]) -> np.ndarray:
@@ -303,4 +321,5 @@ def summary_dict(result: RunResult, labels: list[dict]) -> dict:
         "compile_time_s": result.compile_time,
         "env_steps_per_run": result.env_steps,
         "steps_per_second": result.env_steps * len(labels) / max(result.wall_time, 1e-9),
+        "diverged": result.diverged,
     }
