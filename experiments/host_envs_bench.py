@@ -130,7 +130,10 @@ def _pipeline(task: str, seeds: int, num_envs: int, steps: int) -> float:
         def body(carry, _):
             state, k = carry
             k, ka, ks = jax.random.split(k, 3)
-            action = space.sample(ka, (num_envs,))
+            if hasattr(space, "n"):
+                action = jax.random.randint(ka, (num_envs,), 0, space.n)
+            else:
+                action = jax.random.uniform(ka, (num_envs, *space.shape), minval=-1.0, maxval=1.0)
             _, state, reward, *_ = env.step(ks, state, action)
             return (state, k), reward.sum()
         return jax.lax.scan(body, (state, key), None, length=steps)[1].sum()
@@ -146,7 +149,7 @@ def _pipeline(task: str, seeds: int, num_envs: int, steps: int) -> float:
 def bench_raw_vs_pipeline(args) -> list[dict]:
     steps = 50 if args.quick else 1000
     rows = []
-    for task in ("Pong-v5", "CheetahRun-v1"):
+    for task in args.raw_tasks.split(","):
         row = {"task": task, "num_envs": 64, "steps": steps, "python_loop": _python_loop(task, 64, steps),
                "xla_raw": _xla_raw(task, 64, steps) if task == "Pong-v5" else None,
                "ours_1x64": _pipeline(task, 1, 64, steps), "ours_2x32": _pipeline(task, 2, 32, steps)}
@@ -160,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny shapes for a smoke run (figures not meaningful)")
     p.add_argument("--seeds", default="1,2", help="vmapped seed counts for the Procgen PPO table")
     p.add_argument("--sections", default="procgen,raw", help="procgen,raw")
+    p.add_argument("--raw-tasks", default="Pong-v5,CheetahRun-v1", help="envpool tasks of the raw-vs-pipeline table")
     p.add_argument("--out", default="experiments/results/host_envs_bench.json")
     args = p.parse_args(argv)
     info = bench.machine_info()
