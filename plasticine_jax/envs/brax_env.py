@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from plasticine_jax.envs.core import select_state
 from plasticine_jax.envs.spaces import Box
 from plasticine_jax.errors import ConfigError
 
@@ -182,20 +183,12 @@ class BraxVecEnv:
         truncated = jnp.logical_and(steps >= self.episode_length, jnp.logical_not(terminated))
         done = jnp.logical_or(terminated, truncated)
         fresh = self.env.reset(key)
-        new = _select(done, fresh, nxt)
+        new = select_state(done, fresh, nxt, _FIELDS)
         return new, jnp.where(done, 0, steps), nxt.obs, nxt.reward, terminated, truncated
 
 
-def _select(done: jax.Array, fresh: Any, nxt: Any) -> Any:
-    """``fresh`` where ``done`` else ``nxt``, field by field of a ``brax.envs.State`` (a field whose pytree
-    structure differs between reset and step, e.g. an info key only step adds, keeps the step's value)."""
-    def pick(a: Any, b: Any) -> Any:
-        if jax.tree.structure(a) != jax.tree.structure(b):
-            return b
-        return jax.tree.map(lambda x, y: jnp.where(done, x, y).astype(jnp.result_type(y)), a, b)
-
-    return nxt.replace(**{f: pick(getattr(fresh, f), getattr(nxt, f))
-                          for f in ("pipeline_state", "obs", "reward", "done", "metrics", "info")})
+# State fields a finished env takes from its reset
+_FIELDS = ("pipeline_state", "obs", "reward", "done", "metrics", "info")
 
 
 def _check_table(env_id: str, stock: np.ndarray | None, table: Any, scale: bool) -> np.ndarray:

@@ -16,9 +16,12 @@ stays a real ``lax.switch`` under ``vmap`` over seeds). An env without tasks ret
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from plasticine_jax.envs.spaces import Space
 
@@ -79,3 +82,22 @@ class VecEnvWrapper:
         if name == "env":  # not yet set (e.g. during unpickling): avoid infinite recursion
             raise AttributeError(name)
         return getattr(self.env, name)
+
+
+def cycle_index(task: int | Array, n: int) -> int | Array:
+    """``task % n`` for ``at(task)``: a Python int stays static (a plain branch), a traced task an int32 scalar."""
+    if isinstance(task, int | np.integer):
+        return int(task) % n
+    return jnp.mod(jnp.asarray(task, jnp.int32), n)
+
+
+def select_state(done: Array, fresh: Any, nxt: Any, fields: Sequence[str]) -> Any:
+    """``fresh`` where ``done`` else ``nxt``, field by field of a physics env's state dataclass (brax / Playground
+    ``State``): the auto-reset of one env. A field whose pytree structure differs between reset and step (e.g. an
+    info key only step adds) keeps the step's value."""
+    def pick(a: Any, b: Any) -> Any:
+        if jax.tree.structure(a) != jax.tree.structure(b):
+            return b
+        return jax.tree.map(lambda x, y: jnp.where(done, x, y).astype(jnp.result_type(y)), a, b)
+
+    return nxt.replace(**{f: pick(getattr(fresh, f), getattr(nxt, f)) for f in fields})

@@ -104,6 +104,7 @@ from jax.experimental import io_callback
 from jax.extend.core import Primitive
 from jax.interpreters import batching, mlir
 
+from plasticine_jax.envs.core import cycle_index
 from plasticine_jax.envs.spaces import Box, Discrete
 from plasticine_jax.errors import ConfigError
 
@@ -448,10 +449,7 @@ class EnvpoolVecEnv:
         if len(self.tasks) == 1:
             return self
         out = copy.copy(self)
-        if isinstance(task, int | np.integer):
-            out.task_index = int(task) % len(self.tasks)
-        else:
-            out.task_index = jnp.mod(jnp.asarray(task, jnp.int32), len(self.tasks))
+        out.task_index = cycle_index(task, len(self.tasks))
         return out
 
     def _slot(self) -> int | jax.Array:

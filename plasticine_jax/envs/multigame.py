@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from plasticine_jax.envs.core import cycle_index
 from plasticine_jax.envs.gymnax_env import GymnaxVecEnv
 from plasticine_jax.envs.spaces import Box, Discrete
 from plasticine_jax.errors import ConfigError
@@ -82,10 +83,7 @@ class MultiGameVecEnv:
     def at(self, task: int | jax.Array) -> MultiGameVecEnv:
         """A shallow copy bound to game ``task % len(games)`` (``task``: Python int or int32 scalar, may be traced)."""
         out = copy.copy(self)
-        if isinstance(task, int | np.integer):
-            out.game_index = int(task) % len(self.games)
-        else:
-            out.game_index = jnp.mod(jnp.asarray(task, jnp.int32), len(self.games))
+        out.game_index = cycle_index(task, len(self.games))
         return out
 
     def _index(self) -> jax.Array:

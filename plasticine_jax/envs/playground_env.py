@@ -60,7 +60,7 @@ import numpy as np
 from flax import struct
 from jax.custom_batching import custom_vmap
 
-from plasticine_jax.envs.core import TasklessEnv
+from plasticine_jax.envs.core import TasklessEnv, select_state
 from plasticine_jax.envs.spaces import Box
 from plasticine_jax.errors import ConfigError
 
@@ -201,7 +201,7 @@ class PlaygroundVecEnv(TasklessEnv):
             state.env_state, state.steps, action)
         done = jnp.logical_or(terminated, truncated)
         fresh = self._fresh(done, jax.random.split(key, self.num_envs))
-        new = jax.vmap(_select)(done, fresh, nxt)
+        new = jax.vmap(lambda d, f, n: select_state(d, f, n, _FIELDS))(done, fresh, nxt)
         obs = jax.vmap(flat_obs)(new.obs)
         info = {"final_obs": final_obs}
         return obs, PlaygroundVecState(new, jnp.where(done, 0, steps)), reward, terminated, truncated, info
@@ -265,13 +265,5 @@ def fresh_where_done(reset_batch: Any) -> Any:
     return fresh
 
 
-def _select(done: jax.Array, fresh: Any, nxt: Any) -> Any:
-    """``fresh`` where ``done`` else ``nxt``, field by field of a ``mujoco_playground.State`` (a field whose pytree
-    structure differs between reset and step keeps the step's value)."""
-    def pick(a: Any, b: Any) -> Any:
-        if jax.tree.structure(a) != jax.tree.structure(b):
-            return b
-        return jax.tree.map(lambda x, y: jnp.where(done, x, y).astype(jnp.result_type(y)), a, b)
-
-    return nxt.replace(**{f: pick(getattr(fresh, f), getattr(nxt, f))
-                          for f in ("data", "obs", "reward", "done", "metrics", "info")})
+# State fields a finished env takes from its reset
+_FIELDS = ("data", "obs", "reward", "done", "metrics", "info")
