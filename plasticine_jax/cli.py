@@ -32,10 +32,11 @@ def _print_summary(result, cfg) -> None:
             table.add_row(str(s), *[f"{p[k]:g}" for k in sweep_keys], f"{result.final_returns[i]:.1f}", f"{best:.1f}")
             i += 1
     Console(stderr=False).print(table)
-    for d in getattr(result, "diverged", []):
-        run = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items()
-                        if k not in ("update", "step", "quantity"))
-        print(f"diverged: {run} at update {d['update']} (non-finite {d['quantity']}), frozen from then on")
+    from plasticine_jax.run.driver import divergence_label
+
+    for d in result.diverged:
+        print(f"diverged: {divergence_label(d)} at update {d['update']} (non-finite {d['quantity']}), "
+              f"frozen from then on")
     if result.per_task:
         _print_tasks(result, sweep_keys)
     n_runs = len(result.seeds) * len(result.sweep)

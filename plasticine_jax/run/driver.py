@@ -232,6 +232,12 @@ def _package_version() -> str:
     return plasticine_jax.__version__
 
 
+def divergence_label(d: dict) -> str:
+    """The run of a divergence record (``summary.json``'s ``diverged``): ``seed 0, learning_rate 1e+08``."""
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items()
+                     if k not in ("update", "step", "quantity"))
+
+
 def _check_divergence(carry: Any, labels: list[dict], steps_per_update: int, mode: str, known: list[dict],
                       out: Path) -> list[dict]:
     """Read the learners' in-graph divergence guard (``RunState.diverged``: per run, 1 + the update whose params
@@ -250,9 +256,8 @@ def _check_divergence(carry: Any, labels: list[dict], steps_per_update: int, mod
                           "quantity": DIVERGENCE_QUANTITIES[int(what[r]) - 1]})
     new = [d for d in found if d not in known]
     for d in new:
-        run = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items()
-                        if k not in ("update", "step", "quantity"))
-        msg = (f"{run} diverged at update {d['update']} (env step {d['step']:,}): non-finite {d['quantity']}")
+        msg = (f"{divergence_label(d)} diverged at update {d['update']} (env step {d['step']:,}): "
+               f"non-finite {d['quantity']}")
         if mode == "stop":
             kept = (f"the last good checkpoint is kept in {out / 'checkpoints'}"
                     if any((out / "checkpoints").glob("[0-9]*")) else "no checkpoint had been saved yet")
