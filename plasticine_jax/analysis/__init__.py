@@ -1,0 +1,1 @@
+"""Reading finished runs and sweeps back: tidy tables (``table``), plots and aggregate statistics."""
