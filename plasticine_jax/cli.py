@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import sys
 
-USAGE = """usage: python -m plasticine_jax {train,presets,bench} [options]
+USAGE = """usage: python -m plasticine_jax {train,sweep,plot,presets,bench} [options]
 
   train   train a learner over vmapped seeds (python -m plasticine_jax train --help)
+  sweep   run a grid of trainings from an experiment file, e.g. experiments/cpu/cartpole_interventions.toml;
+          numeric hyperparameters vmapped, finished cells skipped, one tidy table (sweep --help)
+  plot    PNG plots (returns, plasticity metrics, per-task, IQM with bootstrap CIs) of a run or sweep directory
   presets list the scenario presets (--preset NAME) and every learner's presets, one line each
   bench   throughput / compile-time / memory benchmark of every learner; runs the repository's
           experiments/bench.py, so only from a clone (python -m plasticine_jax bench --help)
@@ -149,6 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     cmd, rest = argv[0], argv[1:]
     if cmd == "train":
         return train_main(rest)
+    if cmd == "sweep":
+        from plasticine_jax.run.sweep import main as sweep_main
+
+        return sweep_main(rest)
+    if cmd == "plot":
+        from plasticine_jax.analysis.plot_cli import main as plot_main
+
+        return plot_main(rest)
     if cmd == "presets":
         from plasticine_jax.presets import describe_all
 
@@ -170,5 +181,5 @@ def main(argv: list[str] | None = None) -> int:
         sys.modules[spec.name] = bench
         spec.loader.exec_module(bench)
         return bench.main(rest)
-    print(f"error: unknown command '{cmd}'; use train, presets or bench", file=sys.stderr)
+    print(f"error: unknown command '{cmd}'; use train, sweep, plot, presets or bench", file=sys.stderr)
     return 2
