@@ -32,6 +32,15 @@ def _fmt(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
+
+
+def _join(r) -> str:
+    """``k=v k=v`` of a row's values, leaving out keys this run does not have (NaN: swept in another cell)."""
+    return " ".join(f"{k}={_fmt(v)}" for k, v in r.items() if not _missing(v))
+
+
 def intervention_label(v) -> str:
     return str(v) if isinstance(v, str) and v else "vanilla"
 
@@ -49,11 +58,11 @@ def label_runs(df):
         base = df["cell"].astype(str)
     elif "cell" in df:
         axes = [c for c in df.columns if c.startswith("axis.") and not c.lower().endswith("env")]
-        base = df[axes].apply(lambda r: " ".join(f"{c[5:]}={_fmt(v)}" for c, v in r.items()), axis=1) if axes \
+        base = df[axes].rename(columns=lambda c: c[5:]).apply(_join, axis=1) if axes \
             else ivs
     else:
         base = ivs
-    extra = df[swept].apply(lambda r: " ".join(f"{c}={_fmt(v)}" for c, v in r.items()), axis=1) if swept else ""
+    extra = df[swept].apply(_join, axis=1) if swept else ""
     df["group"] = (base + " " + extra).str.strip() if swept else base
     df["run"] = df["run_dir"].astype(str) + "|" + df["group"] + "|" + df["task_name"] + "|" + df["seed"].astype(str)
     df["run_name"] = (df["task_name"] + "__" + df["group"] + "__" + df["seed"].astype(str)).map(safe_name)
