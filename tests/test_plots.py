@@ -168,6 +168,43 @@ def test_continual_dir_tasks_png_and_per_task_results(tmp_path):
         assert e["end_return"] == pytest.approx(np.mean(ret[-max(1, len(ret) // 10):]))
 
 
+def _fake_run(d: Path, env: str, ivs: list[str], level: float, seeds=(0, 1, 2), updates: int = 20) -> Path:
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"run": {"algo": "ppo", "env": env}, "interventions": ivs,
+                                               "continual": {"num_tasks": 0, "task_timesteps": 0}}))
+    rng = np.random.default_rng(len(env) + len(ivs))
+    rows = [{"seed": s, "step": 100 * u, "update": u, "task": 0,
+             "charts/episodic_return": level * u / updates + float(rng.normal()),
+             "plasticity/dormant_ratio": float(rng.uniform())} for u in range(1, updates + 1) for s in seeds]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d
+
+
+def test_sweep_over_envs_makes_envs_the_tasks(tmp_path):
+    """Cells that differ in env and interventions: groups are the interventions, envs the aggregate's tasks."""
+    d = tmp_path / "sw"
+    cells = []
+    for env, level in (("gymnax:CartPole-v1", 500.0), ("gymnax:Acrobot-v1", -100.0)):
+        for ivs, gain in (([], 1.0), (["redo"], 0.8)):
+            name = f"{env.split(':')[1]}__{ivs[0] if ivs else 'vanilla'}"
+            _fake_run(d / "cells" / name, env, ivs, level * gain)
+            cells.append({"name": name, "axes": {"env": env, "interventions": ",".join(ivs)}})
+    (d / "sweep.json").write_text(json.dumps({"cells": cells}))
+    assert plot_cli.main([str(d), *REPS]) == 0
+    assert _pngs(d / "plots") == {"returns.png", "aggregate.png", "profile.png", "metrics/dormant_ratio.png"}
+    df = label_runs(load(d))
+    assert set(df["group"]) == {"vanilla", "redo"}
+    ss = stats.score_matrix(plots.final_scores(df))
+    assert ss.tasks == ["gymnax:Acrobot-v1", "gymnax:CartPole-v1"]
+    assert {g: m.shape for g, m in ss.scores.items()} == {"vanilla": (3, 2), "redo": (3, 2)}
+    for g, ivs in (("vanilla", ""), ("redo", "redo")):
+        for j, env in enumerate(ss.tasks):
+            sub = df[(df["run.env"] == env) & (df["interventions"] == ivs)]
+            want = [stats.final_score(sub[sub["seed"] == s].sort_values("update")["charts/episodic_return"])
+                    for s in (0, 1, 2)]
+            np.testing.assert_allclose(ss.scores[g][:, j], want)
+
+
 # --- statistics ---------------------------------------------------------------------------------------------------
 
 def test_final_score_is_the_drivers_rule():

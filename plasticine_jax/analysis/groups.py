@@ -37,8 +37,10 @@ def _missing(v) -> bool:
 
 
 def _join(r) -> str:
-    """``k=v k=v`` of a row's values, leaving out keys this run does not have (NaN: swept in another cell)."""
-    return " ".join(f"{k}={_fmt(v)}" for k, v in r.items() if not _missing(v))
+    """``k=v k=v`` of a row's values, leaving out keys this run does not have (NaN: swept in another cell); an
+    ``interventions`` value is shown as its label (``vanilla``, ``redo,ln``)."""
+    return " ".join(intervention_label(v) if k == "interventions" else f"{k}={_fmt(v)}"
+                    for k, v in r.items() if not _missing(v))
 
 
 def intervention_label(v) -> str:

@@ -102,6 +102,22 @@ def _curves(ax, df, col: str, colors: dict) -> None:
         ax.legend(fontsize=7, loc="best")
 
 
+def _faceted(df, col: str, colors: dict, title: str):
+    """One panel per environment (returns of different envs are not averaged together), three per row."""
+    import matplotlib.pyplot as plt
+
+    envs = list(dict.fromkeys(df["task_name"]))
+    ncol = min(3, len(envs))
+    nrow = -(-len(envs) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(7.5 * ncol, 4.2 * nrow), squeeze=False)
+    for ax, env in zip(axes.flat, envs, strict=False):
+        _curves(ax, df[df["task_name"] == env], col, colors)
+        ax.set_title(f"{title} ({env})" if len(envs) > 1 else title)
+    for ax in list(axes.flat)[len(envs):]:
+        ax.set_visible(False)
+    return fig
+
+
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -196,7 +212,8 @@ def _aggregate_figures(df, colors: dict, reps: int, out: Path) -> tuple[list[Pat
     fig, _ = plot_utils.plot_interval_estimates(point, ci, list(stats.AGGREGATES), algorithms=groups,
                                                 colors={g: colors[g] for g in groups},
                                                 xlabel="normalised final score (per-task min-max)",
-                                                xlabel_y_coordinate=min(-0.1, -0.7 / len(groups)))
+                                                xlabel_y_coordinate=min(-0.1, -1.2 / len(groups)), max_ticks=3)
+    fig.subplots_adjust(wspace=0.25)  # rliable packs the panels so that end ticks of neighbours collide
     written = [_save(fig, out / "aggregate.png")]
     tau, prof, pci = stats.performance_profiles(norm, reps=reps)
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -215,23 +232,21 @@ def write_plots(df, out: str | Path, p: Plan, reps: int = 2000) -> tuple[list[Pa
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     out = Path(out)
     colors = _colors(list(dict.fromkeys(df["group"])))
     written, warnings = [], []
     if p.returns:
-        fig, ax = plt.subplots(figsize=(7.5, 4.2))
-        _curves(ax, df, RETURN, colors)
-        ax.set_title("episodic return (mean over runs, 95% t-band)")
+        fig = _faceted(df, RETURN, colors, "episodic return (mean over runs, 95% t-band)")
         written.append(_save(fig, out / "returns.png"))
     for m in p.metrics:
-        fig, ax = plt.subplots(figsize=(7.5, 4.2))
-        _curves(ax, df, m, colors)
-        ax.set_title(m)
-        written.append(_save(fig, out / "metrics" / metric_file(m)))
+        written.append(_save(_faceted(df, m, colors, m), out / "metrics" / metric_file(m)))
     if p.continual:
-        written.append(_save(_tasks_figure(df, colors), out / "tasks.png"))
+        cdf, ccolors = df, colors
+        if df["task_name"].nunique() > 1:  # one bar series per (group, env)
+            cdf = df.assign(group=df["group"] + " [" + df["task_name"] + "]")
+            ccolors = _colors(list(dict.fromkeys(cdf["group"])))
+        written.append(_save(_tasks_figure(cdf, ccolors), out / "tasks.png"))
     if p.aggregate:
         paths, dropped = _aggregate_figures(df, colors, reps, out)
         written += paths
