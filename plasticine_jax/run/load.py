@@ -90,7 +90,8 @@ def load_run(run_dir: str | Path, step: int | None = None, cfg: RunConfig | None
     from plasticine_jax.run.driver import build_learner, resolved_config_dict
 
     run_dir = Path(run_dir)
-    cfg = cfg if cfg is not None else run_config(run_dir)
+    cfg_given = cfg is not None
+    cfg = cfg if cfg_given else run_config(run_dir)
     saved = json.loads((run_dir / "config.json").read_text())
     steps = checkpoint_steps(run_dir)
     if not steps:
@@ -99,12 +100,15 @@ def load_run(run_dir: str | Path, step: int | None = None, cfg: RunConfig | None
     if step not in steps:
         raise ConfigError(f"no checkpoint at update {step} in {run_dir / ckpt.DIRNAME}; kept: {steps}")
     position = _position(run_dir, step)
+    if position.config_hash != ckpt.config_hash(saved):
+        raise ConfigError(f"{run_dir / 'config.json'} was edited after its checkpoint at update {step} was written")
     learner = build_learner(cfg)
     seeds, sweep = list(saved["seeds"]), list(saved["sweep"])
-    config = resolved_config_dict(cfg, learner, seeds, sweep)
-    if position.config_hash != ckpt.config_hash(config):
-        diff = ckpt.first_difference(ckpt.config_view(saved), ckpt.config_view(config)) or "config.json was edited"
-        raise ConfigError(f"the config given differs from the checkpoint's ({diff})")
+    if cfg_given:  # a config passed in must resolve to the saved one (fields the driver adds itself aside)
+        now = ckpt.config_view(resolved_config_dict(cfg, learner, seeds, sweep))
+        diff = ckpt.first_difference(ckpt.config_view(saved), {**ckpt.config_view(saved), **now})
+        if diff is not None:
+            raise ConfigError(f"the config given differs from the run's config.json ({diff})")
     runs = [(s, p) for p in sweep for s in seeds]
     keys = jnp.stack([jax.random.PRNGKey(s) for s, _ in runs])
     hp = {k: jnp.asarray([p.get(k, v) for _, p in runs], jnp.float32) for k, v in learner.default_hparams().items()}
