@@ -49,8 +49,13 @@ def intervention_label(v) -> str:
 
 def label_runs(df):
     """``df`` with added columns ``group`` (figure label), ``task_name`` (the environment), ``run`` (a unique
-    run id) and ``run_name`` (a file-system-safe TensorBoard run name ``<env>__<group>__<seed>``)."""
+    run id) and ``run_name`` (a file-system-safe TensorBoard run name ``<env>__<group>__<seed>``); metric columns
+    become floats (null -> NaN; a non-numeric value, should one be logged, -> NaN)."""
+    import pandas as pd
+
     df = df.copy()
+    for c in [c for c in df.columns if is_metric(c)]:
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     swept = swept_columns(df)
     env = df["run.env"].astype(str) if "run.env" in df else "env"
     df["task_name"] = env

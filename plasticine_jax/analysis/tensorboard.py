@@ -22,7 +22,6 @@ the reference measures one critic) keeps our name. Where the reference's familie
 
 from __future__ import annotations
 
-import math
 import struct
 from pathlib import Path
 
@@ -62,25 +61,28 @@ def hyperparameter_table(row) -> str:
 
 def write_events(df, tb_dir: str | Path) -> list[Path]:
     """One event-file folder per run of the labelled table ``df`` (:func:`.groups.label_runs`) under ``tb_dir``;
-    a folder's earlier event files (an earlier ``plot --tensorboard``) are replaced, not appended to."""
-    from tensorboardX import SummaryWriter
+    a folder's earlier event files (an earlier ``plot --tensorboard``) are replaced, not appended to. Each logged
+    row is one event at its env step holding all of the row's finite scalars (readers see the same per-tag
+    series as from one ``add_scalar`` per value, written ~30x faster)."""
+    from tensorboardX import FileWriter, summary
+    from tensorboardX.proto.summary_pb2 import Summary
 
     tb_dir = Path(tb_dir)
     metrics = [c for c in df.columns if is_metric(c)]
+    tags = [reference_tag(m) for m in metrics]
     written = []
     for name, sub in df.sort_values(["update"]).groupby("run_name", sort=True):
         d = tb_dir / str(name)
         for old in d.glob("events.out.tfevents.*"):
             old.unlink()
-        w = SummaryWriter(str(d))
-        w.add_text("hyperparameters", hyperparameter_table(sub.iloc[0]))
-        steps = sub["step"].to_numpy()
-        for m in metrics:
-            tag = reference_tag(m)
-            vals = sub[m].to_numpy(float, na_value=np.nan)
-            for s, v in zip(steps, vals, strict=True):
-                if math.isfinite(v):
-                    w.add_scalar(tag, v, int(s))
+        w = FileWriter(str(d))
+        w.add_summary(summary.text("hyperparameters", hyperparameter_table(sub.iloc[0])), 0)
+        vals = sub[metrics].to_numpy(float, na_value=np.nan)
+        for step, row in zip(sub["step"].to_numpy(), vals, strict=True):
+            ok = np.isfinite(row)
+            if ok.any():
+                w.add_summary(Summary(value=[Summary.Value(tag=t, simple_value=float(v))
+                                             for t, v, k in zip(tags, row, ok, strict=True) if k]), int(step))
         w.close()
         written.append(d)
     return written
