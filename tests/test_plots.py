@@ -218,6 +218,22 @@ def test_final_score_is_the_drivers_rule():
         assert (math.isnan(want) and math.isnan(got)) or got == pytest.approx(want)
 
 
+def test_mean_band_is_a_t_interval_over_finite_runs():
+    import pandas as pd
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(30, 5))
+    x[rng.uniform(size=x.shape) < 0.3] = np.nan
+    x[3] = np.nan  # a step without any finished episode: dropped
+    steps, mean, lo, hi = plots.mean_band(pd.DataFrame(x, index=np.arange(30) * 10))
+    assert 30 not in steps and len(steps) == 29
+    for i, s in enumerate(steps):
+        v = x[s // 10][np.isfinite(x[s // 10])]
+        assert mean[i] == pytest.approx(v.mean())
+        half = st.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else 0.0
+        assert (lo[i], hi[i]) == pytest.approx((v.mean() - half, v.mean() + half))
+
+
 def test_normalize_is_per_task_min_max():
     rng = np.random.default_rng(2)
     raw = {"x": rng.normal(size=(6, 3)) * [1, 10, 100], "y": rng.normal(size=(4, 3)) * [1, 10, 100] + 5}
