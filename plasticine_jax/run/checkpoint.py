@@ -37,8 +37,9 @@ from plasticine_jax.errors import ConfigError
 DIRNAME = "checkpoints"
 HOST_BACKENDS = ("envpool", "dmc")  # simulators outside the compiled graph: their state is not in the carry
 # Run options that steer this process but not the results: they may differ between a run and its resume.
-_RUN_CONTROL = ("out", "overwrite", "resume", "stop_after_chunks", "progress")
-_NOT_CONFIG = ("devices", "jax_version", "argv")  # checked separately (jax version) or irrelevant to results
+_RUN_CONTROL = ("out", "overwrite", "resume", "stop_after_chunks", "progress", "devices")
+# checked separately (jax version, device split in the driver) or irrelevant to results
+_NOT_CONFIG = ("devices", "run_devices", "jax_version", "argv")
 
 
 class AlreadyFinished(Exception):  # noqa: N818 - an outcome, not an error
@@ -288,7 +289,7 @@ def restore(out: Path, step: int, position: Position, template: Any, host_env: b
         fresh = f"start the run again without --resume (python -m plasticine_jax train ... --out {out} --overwrite)"
         raise ConfigError(f"--resume: checkpoint {directory / str(step)} is corrupt: {problem}; "
                           f"{_older(directory, steps, step, fresh)}")
-    state = jax.tree.map(lambda ref, x: jax.device_put(np.asarray(x, ref.dtype)), target, state)
+    state = jax.tree.map(lambda ref, x: jax.device_put(np.asarray(x, ref.dtype), ref.sharding), target, state)
     if template.buffer is not None and not position.buffer_saved:
         state = state.replace(buffer=template.buffer)
     if host_env:

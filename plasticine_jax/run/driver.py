@@ -24,6 +24,7 @@ from plasticine_jax.envs.tasks import describe as describe_tasks
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions.registry import resolve
 from plasticine_jax.run import checkpoint as ckpt
+from plasticine_jax.run import devices
 from plasticine_jax.run.sinks import JsonlSink, Progress, WandbSink, to_jsonable
 
 
@@ -78,6 +79,7 @@ def resolved_config_dict(cfg: RunConfig, learner: Learner, seeds: list[int], swe
         "warnings": list(learner.warnings),
         "jax_version": jax.__version__,
         "devices": [str(d) for d in jax.devices()],
+
     })
 
 
@@ -91,16 +93,23 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
     sweep = list(parse_sweep(opts.sweep, learner.default_hparams()))
     seeds = [opts.seed + i for i in range(opts.num_seeds)]
     runs = [(s, p) for p in sweep for s in seeds]
+    n_dev, note = devices.choose_devices(len(runs), opts.devices, ckpt.is_host_env(opts.env))  # before any write
     out = Path(opts.resume or opts.out)
-    config = resolved_config_dict(cfg, learner, seeds, sweep)
+    config = {**resolved_config_dict(cfg, learner, seeds, sweep), "run_devices": n_dev}
     resume: tuple[int, ckpt.Position] | None = None
     if opts.resume:
         saved = _saved_config(out)
         resume = ckpt.read_position(out, config, saved)  # raises before anything is touched
+        if saved.get("run_devices", 1) != n_dev:
+            raise ConfigError(f"--resume: the run was split over {saved.get('run_devices', 1)} device(s), this "
+                              f"process would use {n_dev}; resume with --devices {saved.get('run_devices', 1)} "
+                              f"(a resume is bit-exact only on the same split)")
     else:
         _prepare_out(out, opts.overwrite)
     for line in learner.warnings:  # only once the input is known to be good
         print(f"warning: {line}", file=sys.stderr)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     if resume is None:
         recorded = {} if argv is None else {"argv": list(argv)}  # no argv: started from Python, resumed from Python
         (out / "config.json").write_text(json.dumps({**config, **recorded}, indent=2))
@@ -115,8 +124,15 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
         raise ConfigError(f"--resume: the checkpoint's chunks ({resume[1].chunk_updates} of {resume[1].num_updates} "
                           f"updates) differ from this run's ({chunk} of {n_updates}); start it again without --resume")
 
-    init = jax.jit(jax.vmap(learner.init))
-    step = jax.jit(jax.vmap(learner.run_updates, in_axes=(0, None, None)), static_argnums=2)
+    mesh = devices.runs_mesh(n_dev)
+    vstep = jax.vmap(learner.run_updates, in_axes=(0, None, None))
+
+    def chunk_fn(carry, start, num):  # every device runs its own slice of runs (no collectives)
+        return devices.shard_runs(lambda c, s: vstep(c, s, num), mesh, 2, replicated=(1,))(carry, start)
+
+    init = jax.jit(devices.shard_runs(jax.vmap(learner.init), mesh, 2))
+    step = jax.jit(chunk_fn, static_argnums=2)
+    keys, hp = devices.put((keys, hp), mesh)
     t0 = time.time()
     carry = fresh = init(keys, hp)
     jax.block_until_ready(carry)
