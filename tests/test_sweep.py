@@ -164,3 +164,12 @@ def test_shipped_experiment_file_resolves(path):
     if path.parent.name == "reference":
         assert [c.name for c in cells] == ["vanilla", "snp", "pi", "redo", "rl", "ln", "nap", "l2n", "rr", "pr", "ca",
                                            "dff", "trac", "kron"]
+
+
+def test_dry_run_lists_cells_and_warnings_and_writes_nothing(tmp_path, capsys):
+    exp = _write(tmp_path, TINY + '\n[[variants]]\nname = "vanilla"\n[[variants]]\nname = "rl"\ninterventions = "rl"\n')
+    assert main(["sweep", str(exp), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "rl: new" in out and "--rl.frequency 1000 never fires in this run of 20 updates" in out
+    assert out.count("python -m plasticine_jax train ") == 2
+    assert not (tmp_path / "o").exists()

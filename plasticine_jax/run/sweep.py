@@ -44,6 +44,7 @@ class Cell:
     axes: dict[str, Any]  # looped axis values of this cell (flag key -> value)
     vmapped: dict[str, list[float]]  # hyperparameter -> values, vmapped inside the run
     argv: list[str] = field(default_factory=list)  # the train command line (without --out)
+    warnings: tuple[str, ...] = ()  # the learner's start-up warnings (e.g. a schedule that never fires)
 
     @property
     def num_runs(self) -> int:
@@ -183,7 +184,7 @@ def expand(spec: dict, resolve: bool = True) -> list[Cell]:
             looped = dict(zip(other, combo, strict=True))
             base = {**flags, **looped}
             ivs = set(parse_list(str(base.get("interventions", ""))))
-            hparams, algo = _cell_hparams(base) if resolve else ({}, str(base.get("algo", "ppo")))
+            hparams, algo, warns = _cell_hparams(base) if resolve else ({}, str(base.get("algo", "ppo")), ())
             vmapped: dict[str, list[float]] = {}
             more: dict[str, list] = {}
             for k, vals in numeric.items():
@@ -206,7 +207,7 @@ def expand(spec: dict, resolve: bool = True) -> list[Cell]:
                                       "its values into [grid]")
                 if sweep:
                     argv += ["--sweep", *sweep]
-                cells.append(Cell(_cell_name(axes, vname), axes, vmapped, argv))
+                cells.append(Cell(_cell_name(axes, vname), axes, vmapped, argv, tuple(warns)))
     names = [c.name for c in cells]
     for i, c in enumerate(cells):
         if names.count(c.name) > 1:
@@ -214,8 +215,9 @@ def expand(spec: dict, resolve: bool = True) -> list[Cell]:
     return cells
 
 
-def _cell_hparams(flags: dict[str, Any]) -> tuple[dict[str, float], str]:
-    """Resolve a cell's flags like ``train`` would (ConfigError on bad ones) and list its vmappable hparams."""
+def _cell_hparams(flags: dict[str, Any]) -> tuple[dict[str, float], str, list[str]]:
+    """Resolve a cell's flags like ``train`` would (ConfigError on bad ones): its vmappable hparams, learner and
+    start-up warnings."""
     import tyro
 
     from plasticine_jax.config import TrainArgs, resolve_run
@@ -228,7 +230,8 @@ def _cell_hparams(flags: dict[str, Any]) -> tuple[dict[str, float], str]:
         raise ConfigError(f"a cell's flags are not valid train flags: {' '.join(argv)} (see python -m "
                           f"plasticine_jax train --help)") from None
     cfg = resolve_run(args)
-    return build_learner(cfg).default_hparams(), cfg.run.algo
+    learner = build_learner(cfg)
+    return learner.default_hparams(), cfg.run.algo, list(learner.warnings)
 
 
 def cell_state(cell_dir: Path, argv: list[str]) -> str:
@@ -315,6 +318,8 @@ def run_sweep(file: str, out: str | None = None, sets: list[str] | None = None, 
     for c in cells:
         vm = ", ".join(f"{k} x{len(v)}" for k, v in c.vmapped.items()) or "-"
         print(f"  {c.name}: {states[c.name]}; vmapped: {vm}")
+        for w in c.warnings:
+            print(f"    warning: {w}")
     if dry_run:
         for c in cells:
             print(f"python -m plasticine_jax train {' '.join(c.argv)} --out {out_dir / 'cells' / c.name}")
