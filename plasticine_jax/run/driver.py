@@ -284,12 +284,12 @@ def _check_divergence(carry: Any, labels: list[dict], steps_per_update: int, mod
 
 
 def _final_returns(rows: list[dict], labels: list[dict]) -> np.ndarray:
-    finals = []
-    for label in labels:
-        mine = [r["charts/episodic_return"] for r in rows if all(r[k] == v for k, v in label.items())]
-        tail = np.asarray(mine[-max(1, len(mine) // 10):], float)
-        finals.append(float(np.nanmean(tail)) if np.isfinite(tail).any() else float("nan"))
-    return np.asarray(finals)
+    """Per run: the mean finite return over its last tenth of logged rows (``analysis.stats.final_score``, the rule
+    the plots' aggregates use too)."""
+    from plasticine_jax.analysis.stats import final_score
+
+    return np.asarray([final_score([r["charts/episodic_return"] for r in rows
+                                    if all(r[k] == v for k, v in label.items())]) for label in labels])
 
 
 def task_results(rows: list[dict], labels: list[dict]) -> list[dict]:
