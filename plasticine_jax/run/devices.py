@@ -3,8 +3,9 @@
 Every run is independent, so the vmapped train functions are wrapped in ``jax.shard_map`` over a ``runs`` mesh
 axis: each device vmaps its own slice of runs and no collective is ever needed. Carry, keys and hyperparameters
 live as ``NamedSharding(mesh, P("runs"))`` arrays; the host reads logs and checkpoints them like any array.
-Several hosts: start each process with ``jax.distributed.initialize()``; ``jax.devices()`` then spans every
-host and the same mesh splits runs across them (see README "Multi-device").
+Several hosts are not joined into one mesh (runs never communicate, and the driver reads every run's logs and
+checkpoints on one host): each host runs its own seeds or sweep cells as an independent process (README
+"Multi-device").
 """
 
 from __future__ import annotations
