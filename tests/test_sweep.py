@@ -173,3 +173,19 @@ def test_dry_run_lists_cells_and_warnings_and_writes_nothing(tmp_path, capsys):
     assert "rl: new" in out and "--rl.frequency 1000 never fires in this run of 20 updates" in out
     assert out.count("python -m plasticine_jax train ") == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_only_runs_some_cells_and_the_table_grows(tmp_path, capsys):
+    """Two hosts sharing one --out: each runs its own cells with --only; sweep.json always lists every cell and
+    the table holds the finished ones."""
+    exp = _write(tmp_path, TINY.replace("total-timesteps = 4000", "total-timesteps = 800") +
+                 '\n[grid]\ninterventions = ["", "l2n"]\n')
+    out = tmp_path / "sw"
+    assert main(["sweep", str(exp), "--out", str(out), "--only", "l2n"]) == 0
+    assert [c["name"] for c in json.loads((out / "sweep.json").read_text())["cells"]] == ["vanilla", "l2n"]
+    assert set(pd.read_parquet(out / "results.parquet")["cell"]) == {"l2n"}
+    assert not (out / "cells" / "vanilla").exists()
+    assert main(["sweep", str(exp), "--out", str(out), "--only", "vanilla"]) == 0
+    assert set(pd.read_parquet(out / "results.parquet")["cell"]) == {"vanilla", "l2n"}
+    assert main(["sweep", str(exp), "--out", str(out), "--only", "nope"]) == 2
+    assert "no cell named nope" in capsys.readouterr().err

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import sys
 import time
@@ -282,7 +283,7 @@ def write_table(out: Path, fmt: str) -> Path | None:
         if df[col].dtype == object:
             df[col] = df[col].map(lambda x: None if x is None else str(x))
     path = out / f"results.{fmt}"
-    tmp = out / f".results.{fmt}.tmp"
+    tmp = out / f".results.{fmt}.{os.getpid()}.tmp"  # hosts sharing one --out never write the same tmp file
     if fmt == "parquet":
         df.to_parquet(tmp, index=False)
     else:
@@ -300,7 +301,7 @@ def run_sweep(file: str, out: str | None = None, sets: list[str] | None = None, 
     out_dir = Path(out or spec.get("out") or f"runs/sweeps/{Path(file).stem}")
     if fmt not in ("parquet", "csv"):
         raise ConfigError(f"--format must be parquet or csv (got {fmt})")
-    cells = expand(spec)
+    cells = all_cells = expand(spec)
     if only:
         missing = [n for n in only if n not in {c.name for c in cells}]
         if missing:
@@ -325,9 +326,11 @@ def run_sweep(file: str, out: str | None = None, sets: list[str] | None = None, 
             print(f"python -m plasticine_jax train {' '.join(c.argv)} --out {out_dir / 'cells' / c.name}")
         return 0
     out_dir.mkdir(parents=True, exist_ok=True)
+    # every cell of the file, also under --only: hosts sharing one --out each run some cells, and the table and
+    # plots read whichever cells have finished
     (out_dir / "sweep.json").write_text(json.dumps({
         "file": str(file), "experiment": spec,
-        "cells": [{"name": c.name, "axes": c.axes, "vmapped": c.vmapped, "argv": c.argv} for c in cells],
+        "cells": [{"name": c.name, "axes": c.axes, "vmapped": c.vmapped, "argv": c.argv} for c in all_cells],
     }, indent=2, default=str))
     failed = []
     for i, c in enumerate(cells):
