@@ -265,3 +265,37 @@ def test_save_cut_short_before_the_rename_is_never_read(tmp_path, monkeypatch):
     assert (step, pos.updates_done) == (5, 5)
     state = ckpt.restore(tmp_path, step, pos, carry(0), host_env=False)
     assert np.array_equal(np.asarray(state.units["q"].params["w"]), np.full((2, 3), 5.0))
+
+
+def test_zero_size_leaves_round_trip(tmp_path):
+    # MJX env states (brax backend="mjx") carry zero-size arrays (e.g. no contacts); they must not break a save, and
+    # come back with their shapes
+    import jax.numpy as jnp
+
+    import plasticine_jax
+    from plasticine_jax.algos.state import RunState, StepCounter, Unit
+    from plasticine_jax.run import checkpoint as ckpt
+
+    def carry(u: int) -> RunState:
+        unit = Unit(params={"w": jnp.full((2, 3), float(u))}, net_state={}, opt_state=(jnp.zeros(2, jnp.int32),),
+                    istate=None, hp={"lr": jnp.ones(2)})
+        env = {"contact": jnp.zeros((2, 0, 3), jnp.float32), "efc": jnp.zeros((2, 0), jnp.int32),
+               "q": jnp.full((2, 5), float(u))}
+        return RunState(units={"q": unit}, env_state=env, obs=jnp.zeros((2, 4)), key=jnp.zeros((2, 2), jnp.uint32),
+                        steps=StepCounter(jnp.zeros(2, jnp.uint32), jnp.zeros(2, jnp.uint32)),
+                        update=jnp.full((2,), u, jnp.int32), task=jnp.zeros(2, jnp.int32))
+
+    config = {"run": {"out": str(tmp_path)}, "ppo": {"lr": 1.0}}
+    pos = ckpt.Position(updates_done=5, num_updates=20, chunk_updates=5, rows_written=0, metrics_bytes=0,
+                        package_version=plasticine_jax.__version__, jax_version=jax.__version__,
+                        config_hash=ckpt.config_hash(config), buffer_saved=True, finished=False, train_time_s=0.0,
+                        state_crc32="")
+    saver = ckpt.Checkpointer(tmp_path, keep=2, save_buffer=True)
+    saver.save(carry(5), pos)
+    saver.close()
+    step, pos = ckpt.read_position(tmp_path, config, config)
+    state = ckpt.restore(tmp_path, step, pos, carry(0), host_env=False)
+    assert state.env_state["contact"].shape == (2, 0, 3) and state.env_state["contact"].dtype == jnp.float32
+    assert state.env_state["efc"].shape == (2, 0) and state.env_state["efc"].dtype == jnp.int32
+    assert np.array_equal(np.asarray(state.env_state["q"]), np.full((2, 5), 5.0))
+    assert np.array_equal(np.asarray(state.units["q"].params["w"]), np.full((2, 3), 5.0))

@@ -98,13 +98,28 @@ def first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
     return None if a == b else f"{prefix[:-1] or 'config'}: {b!r} != saved {a!r}"
 
 
+def _pack(tree: Any) -> Any:
+    """Zero-size leaves (MJX env states carry some) as 0-d placeholders: orbax refuses to save zero-size arrays,
+    and they hold no data; ``_unpack`` gives them back their shapes."""
+    def one(x):
+        if x.size:
+            return x
+        return jax.ShapeDtypeStruct((), x.dtype) if isinstance(x, jax.ShapeDtypeStruct) else np.zeros((), x.dtype)
+
+    return jax.tree.map(one, tree)
+
+
+def _unpack(tree: Any, abstract: Any) -> Any:
+    return jax.tree.map(lambda ref, x: np.zeros(ref.shape, ref.dtype) if ref.size == 0 else x, abstract, tree)
+
+
 def state_crc32(tree: Any) -> str:
     """CRC32 over every leaf's dtype, shape and bytes, in tree order (corruption check, not security)."""
     crc = 0
     for leaf in jax.tree.leaves(tree):
         a = np.ascontiguousarray(leaf)
         crc = zlib.crc32(f"{a.dtype}{a.shape}".encode(), crc)
-        crc = zlib.crc32(memoryview(a).cast("B"), crc)
+        crc = zlib.crc32(a.tobytes() if a.size == 0 else memoryview(a).cast("B"), crc)  # zero-size: no bytes
     return f"{crc:08x}"
 
 
@@ -189,7 +204,7 @@ class Checkpointer:
         position = Position(**{**asdict(position), "buffer_saved": buffer_saved, "state_crc32": state_crc32(host)})
         with _quiet():
             self.manager.save(position.updates_done, args=ocp.args.Composite(
-                state=ocp.args.StandardSave(host), position=ocp.args.JsonSave(asdict(position))))
+                state=ocp.args.StandardSave(_pack(host)), position=ocp.args.JsonSave(asdict(position))))
 
     def _tell(self, carry: Any) -> None:
         import sys
@@ -278,7 +293,8 @@ def restore(out: Path, step: int, position: Position, template: Any, host_env: b
     try:
         with _quiet(), _stderr_held():
             state = _manager(directory, None, read_only=True).restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_pack(abstract))))["state"]
+        state = _unpack(state, abstract)
         if state_crc32(state) != position.state_crc32:
             problem = "its state fails the checksum"
     except Exception as e:
@@ -319,7 +335,8 @@ def truncate_metrics(out: Path, position: Position) -> None:
 
 def latest_state(out: Path) -> tuple[Any, dict]:
     """The latest checkpoint's state as a tree of numpy arrays (nested dicts, no template) and its position
-    dict: for analysis notebooks and tests."""
+    dict: for analysis notebooks and tests. Zero-size leaves come back as 0-d placeholders (``_pack``);
+    ``run.load.load_final_state`` restores them with their shapes."""
     import orbax.checkpoint as ocp
 
     directory = (out / DIRNAME).absolute()
