@@ -17,7 +17,7 @@ import pytest
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.run import devices
 
-FLAGS = ["--num-seeds", "8", "--total-timesteps", "8000", "--ppo.num-envs", "4", "--ppo.num-steps", "50",
+FLAGS = ["--num-seeds", "8", "--total-timesteps", "4000", "--ppo.num-envs", "4", "--ppo.num-steps", "50",
          "--log-every", "4", "--no-wandb", "--no-progress", "--interventions", "redo"]
 
 
@@ -31,15 +31,22 @@ def _rows(out) -> list[dict]:
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_sharded_cli_run_matches_one_device(tmp_path):
-    four = _run([*FLAGS, "--out", str(tmp_path / "four")], 4)
+@pytest.fixture(scope="module")
+def four(tmp_path_factory):
+    """An uninterrupted 8-seed run (20 updates) split over 4 devices."""
+    out = tmp_path_factory.mktemp("devices") / "four"
+    res = _run([*FLAGS, "--out", str(out)], 4)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return out
+
+
+def test_sharded_cli_run_matches_one_device(four, tmp_path):
     one = _run([*FLAGS, "--out", str(tmp_path / "one"), "--devices", "1"], 4)
-    assert four.returncode == 0, four.stderr[-2000:]
     assert one.returncode == 0, one.stderr[-2000:]
-    assert json.loads((tmp_path / "four" / "config.json").read_text())["run_devices"] == 4
+    assert json.loads((four / "config.json").read_text())["run_devices"] == 4
     assert json.loads((tmp_path / "one" / "config.json").read_text())["run_devices"] == 1
-    a, b = _rows(tmp_path / "four"), _rows(tmp_path / "one")
-    assert len(a) == len(b) == 8 * 10
+    a, b = _rows(four), _rows(tmp_path / "one")
+    assert len(a) == len(b) == 8 * 5
     # the first logged update (4 updates in): equal up to float rounding; later, sampled actions may flip and
     # the trajectories part (see test_sharded_update_equals_one_device for the exact comparison)
     first = [(x, y) for x, y in zip(a, b, strict=True) if x["update"] == 4]
@@ -104,15 +111,16 @@ def test_runs_live_on_every_device():
     assert res.stdout.split() == ["[2,", "2,", "2,", "2]", "4"]
 
 
-def test_uneven_split_and_bad_devices(tmp_path):
+def test_uneven_split_and_bad_devices(tmp_path, capsys):
+    from plasticine_jax.cli import main
+
     res = _run([*FLAGS[:1], "6", *FLAGS[2:], "--total-timesteps", "2000", "--out", str(tmp_path / "six")], 4)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "6 runs do not split evenly over 4 devices: using 3" in res.stderr
     assert json.loads((tmp_path / "six" / "config.json").read_text())["run_devices"] == 3
-    bad = _run([*FLAGS, "--devices", "8", "--out", str(tmp_path / "bad")], 4)
-    assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines() == [
-        "error: --devices 8: only 4 cpu device(s) are visible; use --devices 4 or 0"]
+    assert main(["train", *FLAGS, "--devices", "2", "--out", str(tmp_path / "bad")]) == 2  # this process: 1 device
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --devices 2: only 1 cpu device(s) are visible; use --devices 1 or 0"]
     assert not (tmp_path / "bad").exists()
 
 
@@ -124,11 +132,9 @@ def test_choose_devices_rules():
     assert devices.runs_mesh(1) is None and devices.shard_runs(abs, None, 1) is abs
 
 
-def test_sharded_run_resumes_bit_exact_and_refuses_another_split(tmp_path):
-    flags = [*FLAGS, "--total-timesteps", "4000"]
-    full = _run([*flags, "--out", str(tmp_path / "full")], 4)
-    cut = _run([*flags, "--out", str(tmp_path / "cut"), "--stop-after-chunks", "2"], 4)
-    assert full.returncode == 0 and cut.returncode == 0, (full.stderr[-1500:], cut.stderr[-1500:])
+def test_sharded_run_resumes_bit_exact_and_refuses_another_split(four, tmp_path):
+    cut = _run([*FLAGS, "--out", str(tmp_path / "cut"), "--stop-after-chunks", "2"], 4)
+    assert cut.returncode == 0, cut.stderr[-1500:]
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     cmd = [sys.executable, "-m", "plasticine_jax", "train", "--resume", str(tmp_path / "cut")]
     before = (tmp_path / "cut" / "metrics.jsonl").read_bytes()
@@ -141,4 +147,4 @@ def test_sharded_run_resumes_bit_exact_and_refuses_another_split(tmp_path):
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     strip = lambda rows: [{k: v for k, v in r.items() if k != "charts/SPS"} for r in rows]  # noqa: E731
-    assert strip(_rows(tmp_path / "cut")) == strip(_rows(tmp_path / "full"))
+    assert strip(_rows(tmp_path / "cut")) == strip(_rows(four))
