@@ -79,7 +79,6 @@ def resolved_config_dict(cfg: RunConfig, learner: Learner, seeds: list[int], swe
         "warnings": list(learner.warnings),
         "jax_version": jax.__version__,
         "devices": [str(d) for d in jax.devices()],
-
     })
 
 
