@@ -190,8 +190,7 @@ def expand(spec: dict, resolve: bool = True) -> list[Cell]:
             more: dict[str, list] = {}
             for k, vals in numeric.items():
                 iv = _intervention_of(k)
-                if iv is not None and k.split(".", 1)[0] not in ("continual", "net", "metrics", algo) \
-                        and iv not in ivs:
+                if iv is not None and iv not in ivs:
                     continue  # an option of an intervention this cell does not use
                 hk = _hparam_key(k, algo, hparams) if resolve else None
                 if hk is not None:
@@ -219,18 +218,15 @@ def expand(spec: dict, resolve: bool = True) -> list[Cell]:
 def _cell_hparams(flags: dict[str, Any]) -> tuple[dict[str, float], str, list[str]]:
     """Resolve a cell's flags like ``train`` would (ConfigError on bad ones): its vmappable hparams, learner and
     start-up warnings."""
-    import tyro
-
-    from plasticine_jax.config import TrainArgs, resolve_run
     from plasticine_jax.run.driver import build_learner
+    from plasticine_jax.run.load import config_from_argv
 
     argv = flag_argv(flags)
     try:
-        args = tyro.cli(TrainArgs, args=argv, prog="sweep cell")
-    except SystemExit:
+        cfg = config_from_argv(argv)
+    except SystemExit:  # tyro has printed what is wrong with the flags
         raise ConfigError(f"a cell's flags are not valid train flags: {' '.join(argv)} (see python -m "
                           f"plasticine_jax train --help)") from None
-    cfg = resolve_run(args)
     learner = build_learner(cfg)
     return learner.default_hparams(), cfg.run.algo, list(learner.warnings)
 
@@ -332,7 +328,7 @@ def run_sweep(file: str, out: str | None = None, sets: list[str] | None = None, 
         "file": str(file), "experiment": spec,
         "cells": [{"name": c.name, "axes": c.axes, "vmapped": c.vmapped, "argv": c.argv} for c in all_cells],
     }, indent=2, default=str))
-    failed = []
+    failed, ran, table = [], False, None
     for i, c in enumerate(cells):
         d = out_dir / "cells" / c.name
         state = states[c.name]
@@ -352,8 +348,9 @@ def run_sweep(file: str, out: str | None = None, sets: list[str] | None = None, 
             print(f"[{i + 1}/{len(cells)}] {c.name}: failed (exit {code})", file=sys.stderr)
         else:
             print(f"[{i + 1}/{len(cells)}] {c.name}: done in {time.time() - t0:.0f}s")
-        write_table(out_dir, fmt)
-    table = write_table(out_dir, fmt)
+        ran, table = True, write_table(out_dir, fmt)  # after every cell: a killed sweep leaves a usable table
+    if not ran:  # every cell was finished already (perhaps by other hosts): refresh the table once
+        table = write_table(out_dir, fmt)
     if table is not None:
         print(f"table: {table} (pandas.read_{fmt}); plots: python -m plasticine_jax plot {out_dir}")
     if failed:
