@@ -149,10 +149,8 @@ def task_end_returns(df):
 
     out = []
     for (g, r, t), sub in df.sort_values("update").groupby(["group", "run", "task"], sort=False):
-        ret = sub[RETURN].to_numpy(float, na_value=np.nan)
-        ret = ret[np.isfinite(ret)]
         out.append({"group": g, "run": r, "task": t,
-                    "end_return": float(ret[-max(1, len(ret) // 10):].mean()) if ret.size else np.nan})
+                    "end_return": stats.end_return(sub[RETURN].to_numpy(float, na_value=np.nan))})
     return pd.DataFrame(out)
 
 

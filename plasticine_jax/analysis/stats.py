@@ -34,6 +34,14 @@ def final_score(returns: Sequence[float]) -> float:
     return float(tail.mean()) if tail.size else float("nan")
 
 
+def end_return(returns: Sequence[float]) -> float:
+    """A continual task's end return: the mean of the last tenth (at least one) of its *finished-episode* returns
+    (NaN rows dropped first, unlike ``final_score``), NaN if no episode finished; ``summary.json``'s ``per_task``."""
+    ret = np.asarray(returns, float)
+    ret = ret[np.isfinite(ret)]
+    return float(ret[-max(1, len(ret) // 10):].mean()) if ret.size else float("nan")
+
+
 @dataclass
 class ScoreSet:
     """Final scores as rliable wants them: ``scores[group]`` is [runs, tasks] (raw returns), ``tasks`` the
@@ -106,5 +114,5 @@ def performance_profiles(scores: Mapping[str, np.ndarray], tau: np.ndarray | Non
     return tau, profiles, cis
 
 
-__all__ = ["AGGREGATES", "ScoreSet", "final_score", "interval_estimates", "normalize", "performance_profiles",
-           "score_matrix"]
+__all__ = ["AGGREGATES", "ScoreSet", "end_return", "final_score", "interval_estimates", "normalize",
+           "performance_profiles", "score_matrix"]

@@ -294,14 +294,14 @@ def _final_returns(rows: list[dict], labels: list[dict]) -> np.ndarray:
 def task_results(rows: list[dict], labels: list[dict]) -> list[dict]:
     """Per run and task: the mean episodic return over the task and at its end (the last tenth of the task's
     logged rows with a finished episode), NaN where no episode finished."""
+    from plasticine_jax.analysis.stats import end_return
+
     out = []
     for label in labels:
         mine = [r for r in rows if all(r[k] == v for k, v in label.items())]
         for task in sorted({r["task"] for r in mine}):
-            ret = np.asarray([r["charts/episodic_return"] for r in mine if r["task"] == task], float)
-            ret = ret[np.isfinite(ret)]
-            tail = ret[-max(1, len(ret) // 10):]
-            out.append({**label, "task": task, "mean_return": _mean(ret), "end_return": _mean(tail)})
+            ret = [r["charts/episodic_return"] for r in mine if r["task"] == task]
+            out.append({**label, "task": task, "mean_return": _mean(ret), "end_return": end_return(ret)})
     return out
 
 
