@@ -95,6 +95,10 @@ def train_main(argv: list[str]) -> int:
     try:
         if args.run.resume:
             args = resume_args(args)
+        if args.run.batch_invariant:  # before anything starts JAX's backend
+            from plasticine_jax.run import batch_invariance
+
+            batch_invariance.enable()
         cfg = resolve_run(args)
         from plasticine_jax.run.driver import run
 

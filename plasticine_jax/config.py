@@ -80,7 +80,10 @@ class RunOptions:
     checkpoint_buffer: bool = True  # checkpoints hold the replay buffers (off-policy runs resume only with them)
     stop_after_chunks: int = 0  # testing/preemption: stop after N chunks in this process as if killed (0 = off)
     devices: int = 0  # split the runs (seeds x sweep points) over this many local devices (0 = all; CPU: 1 unless
-    # XLA_FLAGS=--xla_force_host_platform_device_count=N); results equal a one-device run's up to float rounding
+    # XLA_FLAGS=--xla_force_host_platform_device_count=N); results equal a one-device run's up to float rounding,
+    # bit for bit with --batch-invariant
+    batch_invariant: bool = False  # XLA:CPU code whose results do not depend on how many runs share a program or
+    # device: a seed alone, among others or on another device gives the same bits (no FMA/AVX2: slower)
     on_divergence: str = "stop"  # a seed's params went non-finite: stop (one line, last good checkpoint kept,
     # exit 3) | continue (the seed is frozen at its last finite params and marked; the others go on)
 

@@ -1,7 +1,7 @@
 """Runs (seeds x sweep points) spread over local devices: a 1-D mesh over the leading run axis.
 
-Every run is independent, so the vmapped train functions are wrapped in ``jax.shard_map`` over a ``runs`` mesh
-axis: each device vmaps its own slice of runs and no collective is ever needed. Carry, keys and hyperparameters
+Every run is independent, so each device runs the one-device program (vmapped over its own slice of runs) and no
+collective is ever needed (``compile_runs``). Carry, keys and hyperparameters
 live as ``NamedSharding(mesh, P("runs"))`` arrays; the host reads logs and checkpoints them like any array.
 Several hosts are not joined into one mesh (runs never communicate, and the driver reads every run's logs and
 checkpoints on one host): each host runs its own seeds or sweep cells as an independent process (README
@@ -11,6 +11,7 @@ checkpoints on one host): each host runs its own seeds or sweep cells as an inde
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jax
@@ -49,13 +50,43 @@ def runs_sharding(mesh: Mesh | None) -> NamedSharding | None:
     return None if mesh is None else NamedSharding(mesh, PartitionSpec(AXIS))
 
 
-def shard_runs(fn: Callable, mesh: Mesh | None, n_args: int, replicated: tuple[int, ...] = ()) -> Callable:
-    """``fn`` (vmapped over runs on axis 0 of every argument but ``replicated`` ones) split over ``mesh``: every
-    device runs ``fn`` on its slice of runs. Identity without a mesh."""
+def compile_runs(fn: Callable, mesh: Mesh | None, example: tuple, replicated: tuple[int, ...] = ()) -> Callable:
+    """``fn`` (vmapped over runs on axis 0 of every argument but the ``replicated`` ones) compiled for ``example``
+    and returned as a callable over run-major arrays.
+
+    Without a mesh: one jit executable. With one: the same one-device program is compiled for every device (in
+    parallel threads) and each device runs it on its own slice of runs; the outputs are assembled into
+    ``NamedSharding(mesh, P("runs"))`` arrays. Not ``shard_map``: XLA's partitioned program rewrites a few
+    operations differently (e.g. ``x / sqrt(s)`` stays a division where the one-device program multiplies by
+    ``rsqrt``), so its runs would differ from one device's in the last bits; per-device dispatch keeps the very
+    program a one-device run of those runs executes."""
     if mesh is None:
-        return fn
-    specs = tuple(PartitionSpec() if i in replicated else PartitionSpec(AXIS) for i in range(n_args))
-    return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=PartitionSpec(AXIS), check_vma=False)
+        return jax.jit(fn).lower(*example).compile()
+    devs = list(mesh.devices.flat)
+    sharding = runs_sharding(mesh)
+
+    def local(args: tuple, i: int) -> tuple:
+        return tuple(a if j in replicated else jax.tree.map(lambda x: _shard_on(x, devs[i]), a)
+                     for j, a in enumerate(args))
+
+    jitted = jax.jit(fn)
+    with ThreadPoolExecutor(len(devs)) as pool:  # XLA compiles without the GIL: the devices compile in parallel
+        compiled = list(pool.map(lambda i: jitted.lower(*local(example, i)).compile(), range(len(devs))))
+
+    def call(*args):
+        outs = [c(*local(args, i)) for i, c in enumerate(compiled)]  # dispatch is asynchronous: devices overlap
+        return jax.tree.map(lambda *xs: jax.make_array_from_single_device_arrays(
+            (sum(x.shape[0] for x in xs), *xs[0].shape[1:]), sharding, list(xs)), *outs)
+
+    return call
+
+
+def _shard_on(x: jax.Array, device) -> jax.Array:
+    """The slice of a run-sharded array that lives on ``device``."""
+    for s in x.addressable_shards:
+        if s.device == device:
+            return s.data
+    raise ValueError(f"no shard of this array lives on {device}")
 
 
 def put(tree: Any, mesh: Mesh | None) -> Any:

@@ -23,8 +23,8 @@ from plasticine_jax.config import RunConfig, parse_sweep
 from plasticine_jax.envs.tasks import describe as describe_tasks
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions.registry import resolve
+from plasticine_jax.run import batch_invariance, devices
 from plasticine_jax.run import checkpoint as ckpt
-from plasticine_jax.run import devices
 from plasticine_jax.run.sinks import JsonlSink, Progress, WandbSink, to_jsonable
 
 
@@ -88,6 +88,8 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
     directory from its latest checkpoint instead: validated before anything in it is touched. ``argv`` (the
     command line) is recorded in config.json so ``--resume`` can rebuild the config."""
     opts = cfg.run
+    if opts.batch_invariant:
+        batch_invariance.enable()  # from Python: only in a process whose backend has not started yet
     learner = build_learner(cfg)
     sweep = list(parse_sweep(opts.sweep, learner.default_hparams()))
     seeds = [opts.seed + i for i in range(opts.num_seeds)]
@@ -125,15 +127,9 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
 
     mesh = devices.runs_mesh(n_dev)
     vstep = jax.vmap(learner.run_updates, in_axes=(0, None, None))
-
-    def chunk_fn(carry, start, num):  # every device runs its own slice of runs (no collectives)
-        return devices.shard_runs(lambda c, s: vstep(c, s, num), mesh, 2, replicated=(1,))(carry, start)
-
-    init = jax.jit(devices.shard_runs(jax.vmap(learner.init), mesh, 2))
-    step = jax.jit(chunk_fn, static_argnums=2)
     keys, hp = devices.put((keys, hp), mesh)
     t0 = time.time()
-    carry = fresh = init(keys, hp)
+    carry = fresh = devices.compile_runs(jax.vmap(learner.init), mesh, (keys, hp))(keys, hp)
     jax.block_until_ready(carry)
     rows: list[dict] = []
     done, train_before = 0, 0.0
@@ -154,7 +150,8 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
         if n not in compiled:
             # lowered from the fresh carry, never a restored one (restored arrays lose jax's weak types), so a
             # resumed run runs the very executable of the uninterrupted run
-            compiled[n] = step.lower(fresh, 0, n).compile()
+            # every device runs its own slice of runs (no collectives; ``devices.compile_runs``)
+            compiled[n] = devices.compile_runs(lambda c, s: vstep(c, s, n), mesh, (fresh, 0), replicated=(1,))
         return compiled[n]
 
     get_compiled(chunk)

@@ -288,6 +288,18 @@ def write_table(out: Path, fmt: str) -> Path | None:
     return path
 
 
+def _batch_invariance(cells: list[Cell]) -> None:
+    """``--batch-invariant`` is a setting of the whole process (XLA flags): every cell has it, or none."""
+    flagged = {"--batch-invariant" in c.argv for c in cells}
+    if flagged == {True}:
+        from plasticine_jax.run import batch_invariance
+
+        batch_invariance.enable()
+    elif len(flagged) > 1:
+        raise ConfigError("batch-invariant: set it for every cell of a sweep or for none (it sets XLA flags for the "
+                          "whole process); put it under [train]")
+
+
 def run_sweep(file: str, out: str | None = None, sets: list[str] | None = None, fmt: str = "parquet",
               dry_run: bool = False, overwrite: bool = False, only: list[str] | None = None) -> int:
     """Run (or continue) every cell of an experiment file; returns the exit code (0 = every cell finished)."""
@@ -297,6 +309,7 @@ def run_sweep(file: str, out: str | None = None, sets: list[str] | None = None, 
     out_dir = Path(out or spec.get("out") or f"runs/sweeps/{Path(file).stem}")
     if fmt not in ("parquet", "csv"):
         raise ConfigError(f"--format must be parquet or csv (got {fmt})")
+    _batch_invariance(expand(spec, resolve=False))  # before resolving the cells starts JAX's backend
     cells = all_cells = expand(spec)
     if only:
         missing = [n for n in only if n not in {c.name for c in cells}]
