@@ -177,3 +177,15 @@ def test_sweep_batch_invariance_is_all_cells_or_none():
     _batch_invariance([Cell("a", {}, {}, ["--num-seeds", "2"])])  # none: nothing to do
     with pytest.raises(ConfigError, match="every cell of a sweep or for none"):
         _batch_invariance([Cell("a", {}, {}, ["--batch-invariant"]), Cell("b", {}, {}, [])])
+
+
+def test_batch_invariant_pqn_seed_alone_equals_it_among_others(tmp_path):
+    """One device, --batch-invariant: PQN seed 2 of a 3-seed run logs the bits of seed 2 run alone."""
+    flags = ["--algo", "pqn", "--total-timesteps", "20000", "--log-every", "1", "--no-wandb", "--no-progress",
+             "--batch-invariant"]
+    three = _run([*flags, "--num-seeds", "3", "--out", str(tmp_path / "three")], 1)
+    alone = _run([*flags, "--num-seeds", "1", "--seed", "2", "--out", str(tmp_path / "alone")], 1)
+    assert three.returncode == 0 and alone.returncode == 0, (three.stderr + alone.stderr)[-2000:]
+    rows = [r for r in _strip(_rows(tmp_path / "three")) if r["seed"] == 2]
+    assert len(rows) > 5 and rows == _strip(_rows(tmp_path / "alone"))
+    assert rows[0]["losses/td_loss"] != rows[-1]["losses/td_loss"]  # it trained
