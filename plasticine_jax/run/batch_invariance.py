@@ -32,7 +32,8 @@ def enable() -> None:
     if not active():
         from jax._src import xla_bridge
 
-        if xla_bridge.backends_are_initialized():
+        started = getattr(xla_bridge, "backends_are_initialized", lambda: bool(getattr(xla_bridge, "_backends", {})))
+        if started():
             raise ConfigError("--batch-invariant: JAX already started its backend in this process; start a fresh "
                               f"process, or set XLA_FLAGS='{' '.join(FLAGS)}' before importing jax")
         os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *FLAGS]).strip()

@@ -149,8 +149,8 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
     def get_compiled(n: int):
         if n not in compiled:
             # lowered from the fresh carry, never a restored one (restored arrays lose jax's weak types), so a
-            # resumed run runs the very executable of the uninterrupted run
-            # every device runs its own slice of runs (no collectives; ``devices.compile_runs``)
+            # resumed run runs the very executable of the uninterrupted run; with several devices every device
+            # runs the one-device program on its own slice of runs (``devices.compile_runs``)
             compiled[n] = devices.compile_runs(lambda c, s: vstep(c, s, n), mesh, (fresh, 0), replicated=(1,))
         return compiled[n]
 
