@@ -76,6 +76,11 @@ def _same(a, b):
     jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
 
 
+def _ulps(a, b):
+    """Equal up to float rounding (a few ulps of float32), integer leaves exactly."""
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7), a, b)
+
+
 def _moved(a, b):
     """Every leaf of the subtree changed."""
     return all(not np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a),
@@ -122,7 +127,8 @@ def test_paper_mode_full_lifecycle():
         if idx != when:
             _same(hook(before, jnp.int32(idx)), before)
     after = hook(before, jnp.int32(when))
-    _same(after, iv.after_update(ctx, before, key, when, _acts(net, before, obs)))  # jit == eager
+    # jit == eager, to the last float bit or two: under jit XLA fuses the init sampler's float math differently
+    _ulps(after, iv.after_update(ctx, before, key, when, _acts(net, before, obs)))
 
     # at the instant: the function is unchanged
     pol0, val0 = net.apply(before.params, before.net_state, obs)
@@ -135,8 +141,8 @@ def test_paper_mode_full_lifecycle():
     fresh = ctx.fresh_params(key)
     adam0, adam1 = _adam(before), _adam(after)
     for h in HEADS:
-        _same(after.params[h]["new"], fresh[h]["new"])
-        _same(after.params[h]["frozen"], fresh[h]["new"])
+        _ulps(after.params[h]["new"], fresh[h]["new"])  # (after: under jit, fresh: eager)
+        _same(after.params[h]["frozen"], after.params[h]["new"])
         assert _moved(after.params[h]["new"], before.params[h]["new"])
         _same(after.params[h]["main"], before.params[h]["main"])
         assert float(after.net_state["injection"][h]["gate"]) == 1.0

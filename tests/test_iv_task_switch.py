@@ -98,6 +98,11 @@ def _same(a, b):
     jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
 
 
+def _ulps(a, b):
+    """Equal up to float rounding (a few ulps of float32), integer leaves exactly."""
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7), a, b)
+
+
 def _differs(a, b):
     """Every leaf changed."""
     return all(not np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a),
@@ -147,8 +152,9 @@ def test_reset_layers_on_switch_resets_heads_only():
         _same(adam1.nu[t], adam0.nu[t])
         _same(out.target[t], lagging[t])
     _same(adam1.count, adam0.count)
-    # under jit with a traced task index: the same reset
-    _same(jax.jit(lambda u, t: iv.on_task_switch(ctx, u, key, t, _acts(u)))(unit, TASK), out)
+    # under jit with a traced task index: the same reset (to a float bit or two: XLA fuses the init sampler's
+    # float math differently under jit)
+    _ulps(jax.jit(lambda u, t: iv.on_task_switch(ctx, u, key, t, _acts(u)))(unit, TASK), out)
 
     # the periodic reset stays alongside the switch reset (both fire the same reset)
     both = rl.make(rl.Options(frequency=5, on_task_switch=True))
@@ -366,9 +372,9 @@ def test_pi_second_injection_folds_exactly_and_keeps_the_function():
         assert _differs(trained.params[h]["new"], after.params[h]["new"])
     assert _differs(trained.params["actor_torso"], after.params["actor_torso"])
 
-    # the every-task schedule folds the same way (update 1 of a 4-update task), also under jit
+    # the every-task schedule folds the same way (update 1 of a 4-update task), also under jit (to a float bit)
     sched = jax.jit(lambda u, idx: iv.after_update(ctx, u, key, idx, {}))
-    _same(sched(before, jnp.int32(5)), after)
+    _ulps(sched(before, jnp.int32(5)), after)
     _same(sched(before, jnp.int32(6)), before)
 
 
