@@ -289,6 +289,13 @@ def run_rejax(py: Path, w: Workload, runs: list[dict], timeout: int) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- driver
+def _faster(a: dict, b: dict) -> dict:
+    """Of two timings of the same speed cell, the faster one, with every call's time kept in ``run_s_all``."""
+    best = dict(min((a, b), key=lambda r: r["run_s"]))
+    best["run_s_all"] = list(a["run_s_all"]) + list(b["run_s_all"])
+    return best
+
+
 def _ints(spec: str) -> list[int]:
     out = [int(s) for s in spec.split(",") if s.strip()]
     if not out or min(out) < 1:
@@ -304,6 +311,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=None, help="seeds of the learning table (default 8; quick 2)")
     p.add_argument("--speed-seeds", default=None, help="seed counts of the speed table (default 1,4,16,64)")
     p.add_argument("--repeats", type=int, default=2, help="timed calls per speed measurement, best kept")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="speed: run rejax then ours this many times in turn and keep each cell's fastest call, so "
+                        "a shared machine's drift hits both libraries alike (default 1)")
     p.add_argument("--no-speed", action="store_true", help="learning table only")
     p.add_argument("--no-learning", action="store_true", help="speed table only")
     p.add_argument("--defaults", action="store_true",
@@ -335,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"unknown workload '{bad[0]}'; available: {', '.join(WORKLOADS)}")
         seeds = args.seeds or (2 if args.quick else 8)
         speed_seeds = _ints(args.speed_seeds or ("1" if args.quick else "1,4,16,64"))
+        if args.rounds < 1 or args.repeats < 1:
+            raise ValueError("--rounds and --repeats take positive integers")
         ablation = [a.strip() for a in args.ablation.split(",") if a.strip()]
         ppo = [k for k, v in WORKLOADS.items() if v.algo == "ppo"]
         if any(a not in ppo for a in ablation):
@@ -354,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: rejax is needed for the comparison and could not be set up: {note}", file=sys.stderr)
         return 1
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": bench.machine_info(),
-                              "rejax": versions, "peer_note": note, "quick": args.quick, "workloads": {}}
+                              "rejax": versions, "peer_note": note, "quick": args.quick,
+                              "speed_rounds": args.rounds, "speed_repeats": args.repeats, "workloads": {}}
     m = report["machine"]
     ui.note(f"machine: {m['cpu']}, {m['usable_cores']} usable cores, jax {m['jax']}; rejax {versions['rejax']} "
             f"(gymnax {versions['gymnax']}, jax {versions['jax']})")
@@ -371,11 +384,19 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_speed:
             runs += [{"seeds": n, "timesteps": speed_total, "repeats": args.repeats} for n in speed_seeds]
         peer, mine = [], []
-        if runs:
-            ui.progress(f"{name}: rejax ({len(runs)} runs)")
-            peer = run_rejax(py, w, runs, args.peer_timeout)["results"]
-            ui.progress(f"{name}: ours ({len(runs)} runs)")
-            mine = [run_ours(w, r["seeds"], r["timesteps"], r["repeats"], r.get("evaluate", False)) for r in runs]
+        for round_ in range(args.rounds if runs else 0):
+            todo = runs if round_ == 0 else [r for r in runs if not r.get("evaluate")]
+            ui.progress(f"{name}: rejax ({len(todo)} runs), round {round_ + 1}/{args.rounds}")
+            peer_r = run_rejax(py, w, todo, args.peer_timeout)["results"]
+            ui.progress(f"{name}: ours ({len(todo)} runs), round {round_ + 1}/{args.rounds}")
+            mine_r = [run_ours(w, r["seeds"], r["timesteps"], r["repeats"], r.get("evaluate", False)) for r in todo]
+            if round_ == 0:
+                peer, mine = peer_r, mine_r
+            else:  # later rounds: speed runs only, the faster call of the rounds kept per cell
+                off = len(runs) - len(todo)
+                for i, (a, b) in enumerate(zip(mine_r, peer_r, strict=True)):
+                    mine[off + i] = _faster(mine[off + i], a)
+                    peer[off + i] = _faster(peer[off + i], b)
         entry["runs"] = [{"ours": a, "rejax": b} for a, b in zip(mine, peer, strict=True)]
         if not args.no_learning:
             entry["learning"] = learning_summary(w, mine[0]["eval_returns"], peer[0]["eval_returns"])
