@@ -408,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
                                  "ours": mean_ci(r["eval_returns"])}
         report["workloads"][name] = entry
         _print_workload(ui, name, entry)
+        if args.out:  # after every workload, so a long run cut short keeps what it measured
+            Path(args.out).write_text(json.dumps(report, indent=1, default=str))
     for name in ablation:
         w = WORKLOADS[name]
         total = args.ablation_timesteps or (w.quick_timesteps if args.quick else w.timesteps)

@@ -22,8 +22,13 @@ BASE = ["--num-seeds", "8", "--total-timesteps", "4000", "--ppo.num-envs", "4", 
 FLAGS = [*BASE, "--batch-invariant"]
 
 
+def _env(n_devices: int) -> dict[str, str]:
+    """The environment of a subprocess that sees ``n_devices`` host CPU devices."""
+    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n_devices}", "JAX_PLATFORMS": "cpu"}
+
+
 def _run(args: list[str], n_devices: int) -> subprocess.CompletedProcess:
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n_devices}", "JAX_PLATFORMS": "cpu"}
+    env = _env(n_devices)
     return subprocess.run([sys.executable, "-m", "plasticine_jax", "train", *args], env=env, capture_output=True,
                           text=True, timeout=600)
 
@@ -92,7 +97,7 @@ def test_default_xla_each_device_runs_the_one_device_program():
         assert moved > 1e-3, moved  # three updates moved the params: the comparison is not of untouched inits
         print("ok")
     """)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = _env(4)
     res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-3000:]
 
@@ -108,7 +113,7 @@ def test_runs_live_on_every_device():
         print(sorted(len(s.data) for s in y.addressable_shards), len({s.device for s in y.addressable_shards}),
               y.sharding == devices.runs_sharding(mesh))
     """)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = _env(4)
     res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split() == ["[2,", "2,", "2,", "2]", "4", "True"]
@@ -140,7 +145,7 @@ def test_sharded_run_resumes_bit_exact_and_refuses_another_split(four, tmp_path)
     """Killed after 2 chunks on 2 of the 4 devices, resumed there: the rows of the uninterrupted 4-device run."""
     cut = _run([*FLAGS, "--out", str(tmp_path / "cut"), "--stop-after-chunks", "2", "--devices", "2"], 4)
     assert cut.returncode == 0, cut.stderr[-1500:]
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = _env(4)
     cmd = [sys.executable, "-m", "plasticine_jax", "train", "--resume", str(tmp_path / "cut")]
     before = (tmp_path / "cut" / "metrics.jsonl").read_bytes()
     assert 0 < len(before.splitlines()) < 40
