@@ -2,9 +2,9 @@
 
 ``plasticine_jax`` registers jax's unrolled threefry2x32 lowering for CPU (``plasticine_jax/threefry_cpu.py``).
 Timing the two in separate processes on a shared 2-core machine drowns a 5-10 % effect in the +-20 % drift of
-the machine, so this script compiles both programs of a workload in ONE process (the rolled one first, under
-``PLASTICINE_JAX_ROLLED_THREEFRY=1``, then the lowering is registered and the caches cleared) and times them
-alternately, ``--rounds`` times each, keeping the best. Prints steps/s, the ratio and both compile times per
+the machine, so this script compiles both programs of a workload in ONE process (``threefry_cpu.use_unrolled``
+switches the registered lowering, the caches are cleared between the two compiles) and times them alternately,
+``--rounds`` times each, keeping the best. Prints steps/s, the ratio and both compile times per
 (workload, seeds); the workloads are ``experiments/parity.py``'s.
 
     python experiments/threefry_ab.py                          # all parity workloads, 1 and 16 seeds
@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-os.environ["PLASTICINE_JAX_ROLLED_THREEFRY"] = "1"  # start on jax's own lowering; registered below
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
@@ -46,33 +45,34 @@ def main(argv: list[str] | None = None) -> int:
 
     import jax
     import parity
-    from jax._src.interpreters import mlir
-    from jax._src.random import threefry2x32 as tf
+
+    from plasticine_jax import threefry_cpu
 
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {os.cpu_count()} CPUs, rounds {args.rounds}")
     print(f"{'workload':<14} {'seeds':>5} {'rolled steps/s':>15} {'unrolled steps/s':>17} {'ratio':>6}"
           f" {'compile s rolled / unrolled':>28}")
-    rules = {"rolled": tf._threefry2x32_cpu_lowering_rule, "unrolled": tf._threefry2x32_lowering_rule}
+    variants = ("rolled", "unrolled")
     for name in args.workloads.split(","):
         w = parity.WORKLOADS[name]
         for seeds in (int(s) for s in args.seeds.split(",")):
             built = {}
-            for variant, rule in rules.items():
-                mlir.register_lowering(tf.threefry2x32_p, rule, platform="cpu")
+            for variant in variants:
+                if not threefry_cpu.use_unrolled(variant == "unrolled"):
+                    print("error: this jax lacks the threefry lowering hooks; nothing to compare", file=sys.stderr)
+                    return 1
                 jax.clear_caches()
                 built[variant] = _build(w, seeds)
-            best = dict.fromkeys(rules, float("inf"))
+            best = dict.fromkeys(variants, float("inf"))
             for _ in range(max(1, args.rounds)):
                 for variant, (compiled, keys, *_rest) in built.items():
                     t0 = time.perf_counter()
                     jax.block_until_ready(compiled(keys))
                     best[variant] = min(best[variant], time.perf_counter() - t0)
-            sps = {v: built[v][2] / best[v] for v in rules}
+            sps = {v: built[v][2] / best[v] for v in variants}
             print(f"{name:<14} {seeds:>5} {sps['rolled']:>15,.0f} {sps['unrolled']:>17,.0f}"
                   f" {sps['unrolled'] / sps['rolled']:>5.2f}x {built['rolled'][3]:>14.1f} / {built['unrolled'][3]:.1f}",
                   flush=True)
             del built
-    mlir.register_lowering(tf.threefry2x32_p, rules["unrolled"], platform="cpu")
     return 0
 
 

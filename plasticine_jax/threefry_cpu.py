@@ -13,23 +13,31 @@ from __future__ import annotations
 
 import os
 
-_enabled = False
+_unrolled = False  # whether the unrolled lowering is the registered CPU rule
 
 
-def enable() -> bool:
-    """Register the unrolled threefry lowering for CPU (once). Returns whether it is in effect: False when
-    opted out, or when this jax no longer has the private hooks it needs (then jax's own lowering stays)."""
-    global _enabled
-    if _enabled:
-        return True
-    if os.environ.get("PLASTICINE_JAX_ROLLED_THREEFRY", "") not in ("", "0"):
-        return False
+def use_unrolled(on: bool = True) -> bool:
+    """Register for CPU jax's unrolled threefry lowering (``on``) or jax's own rolled CPU lowering (``not on``),
+    for programs lowered from now on. Returns False when this jax no longer has the private hooks it needs (then
+    nothing changes). The one place that touches those internals (``experiments/threefry_ab.py`` A/Bs with it)."""
+    global _unrolled
     try:
         from jax._src.interpreters import mlir
         from jax._src.random import threefry2x32 as tf
 
-        mlir.register_lowering(tf.threefry2x32_p, tf._threefry2x32_lowering_rule, platform="cpu")
+        rule = tf._threefry2x32_lowering_rule if on else tf._threefry2x32_cpu_lowering_rule
     except (ImportError, AttributeError):  # a jax whose internals moved: keep its own (rolled) lowering
         return False
-    _enabled = True
+    mlir.register_lowering(tf.threefry2x32_p, rule, platform="cpu")
+    _unrolled = on
     return True
+
+
+def enable() -> bool:
+    """Register the unrolled threefry lowering for CPU unless opted out. Returns whether it is in effect: False
+    when opted out, or when this jax no longer has the private hooks it needs (then jax's own lowering stays)."""
+    if _unrolled:
+        return True
+    if os.environ.get("PLASTICINE_JAX_ROLLED_THREEFRY", "") not in ("", "0"):
+        return False
+    return use_unrolled(True)
