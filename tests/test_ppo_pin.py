@@ -1,6 +1,8 @@
-"""Vanilla PPO's numbers are pinned: a fixed-seed short run (CartPole, Pendulum) recorded before the
-learner-agnostic core (tests/data/make_ppo_pin.py, commit "pin a fixed-seed PPO run") must be reproduced to
-float tolerance, so refactors of the shared machinery cannot silently change the learner.
+"""Vanilla PPO's numbers are pinned: a fixed-seed short run (CartPole, Pendulum; tests/data/make_ppo_pin.py) must
+be reproduced to float tolerance, so refactors of the shared machinery cannot silently change the learner. First
+recorded before the learner-agnostic core (commit "pin a fixed-seed PPO run", reproduced bit for bit by it);
+re-recorded once, on purpose, when the minibatch shuffle moved to the packed sort (algos/shuffle.py: same
+distribution, another random stream).
 
 Tolerances are per case. The pins were recorded on one machine; another CPU (other vector widths, FMA and
 summation order) reproduces the first update exactly and then drifts: CartPole (192 gradient steps) stays within

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from plasticine_jax.algos import learner as L
+from plasticine_jax.algos import shuffle
 from plasticine_jax.algos.ppo_config import PPOConfig
 from plasticine_jax.algos.ppo_losses import distribution, gae, ppo_loss
 from plasticine_jax.algos.state import RunState, StepCounter
@@ -166,7 +167,7 @@ class PPO(L.UpdateLoop):
         def epoch(carry, _):
             unit, key = carry
             key, k_perm, k_steps = jax.random.split(key, 3)
-            perm = jax.random.permutation(k_perm, batch_size)
+            perm = shuffle.permutation(k_perm, batch_size)
             shuffled = jax.tree.map(lambda x: x[perm].reshape(cfg.num_minibatches, mb_size, *x.shape[1:]), batch)
             keys = jax.random.split(k_steps, cfg.num_minibatches)
             unit, aux = jax.lax.scan(self._update_minibatch, unit, (shuffled, keys))

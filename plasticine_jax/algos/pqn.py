@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from plasticine_jax.algos import learner as L
+from plasticine_jax.algos import shuffle
 from plasticine_jax.algos.pqn_config import PQNConfig, validate
 from plasticine_jax.algos.pqn_losses import epsilon_greedy, linear_schedule, pqn_loss, q_lambda_targets
 from plasticine_jax.algos.state import RunState, StepCounter
@@ -171,7 +172,7 @@ class PQN(L.UpdateLoop):
         def epoch(carry, _):
             unit, key = carry
             key, k_perm, k_steps = jax.random.split(key, 3)
-            perm = jax.random.permutation(k_perm, batch_size)
+            perm = shuffle.permutation(k_perm, batch_size)
             shuffled = jax.tree.map(lambda x: x[perm].reshape(cfg.num_minibatches, mb_size, *x.shape[1:]), batch)
             keys = jax.random.split(k_steps, cfg.num_minibatches)
             unit, aux = jax.lax.scan(self._update_minibatch, unit, (shuffled, keys))

@@ -7,7 +7,7 @@ import numpy as np
 from plasticine_jax.algos.ppo import make_train
 from plasticine_jax.algos.ppo_config import PRESETS
 
-RUNS = [("cartpole", "gymnax:CartPole-v1", "cartpole", 4 * 128 * 12),
+RUNS = [("cartpole", "gymnax:CartPole-v1", "cleanrl-cartpole", 4 * 128 * 12),
         ("pendulum", "gymnax:Pendulum-v1", "continuous", 16 * 256 * 3)]
 KEYS = ["losses/policy_loss", "losses/value_loss", "losses/entropy", "plasticity/gradient_norm",
         "plasticity/weight_difference", "charts/episodic_return", "plasticity/dormant_ratio", "plasticity/stable_rank"]
