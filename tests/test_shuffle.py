@@ -87,3 +87,16 @@ def test_sorts_one_array_and_falls_back_for_huge_batches():
     assert _sort_operand_counts(lambda k: shuffle.permutation(k, n), key) == \
         _sort_operand_counts(lambda k: jax.random.permutation(k, n), key)
     assert jax.eval_shape(lambda k: shuffle.permutation(k, n), key).shape == (n,)
+
+
+def test_minibatches_share_one_permutation_across_leaves():
+    """Every leaf is reordered by the same permutation (rows stay aligned) and split into equal minibatches."""
+    n, m = 12, 3
+    key = jax.random.PRNGKey(4)
+    batch = {"obs": jnp.arange(n * 2, dtype=jnp.float32).reshape(n, 2), "action": jnp.arange(n) * 10}
+    out = shuffle.minibatches(key, batch, m)
+    perm = np.asarray(shuffle.permutation(key, n))
+    assert out["obs"].shape == (m, n // m, 2) and out["action"].shape == (m, n // m)
+    np.testing.assert_array_equal(np.asarray(out["obs"]).reshape(n, 2), np.asarray(batch["obs"])[perm])
+    np.testing.assert_array_equal(np.asarray(out["action"]).ravel(), np.arange(n)[perm] * 10)
+    assert not np.array_equal(perm, np.arange(n))

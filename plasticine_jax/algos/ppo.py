@@ -161,14 +161,12 @@ class PPO(L.UpdateLoop):
                  "adv": adv, "ret": ret}
         batch_size = self.env_steps_per_update
         batch = jax.tree.map(lambda x: x.reshape(batch_size, *x.shape[2:]), batch)
-        mb_size = batch_size // cfg.num_minibatches
         params_before = unit.params
 
         def epoch(carry, _):
             unit, key = carry
             key, k_perm, k_steps = jax.random.split(key, 3)
-            perm = shuffle.permutation(k_perm, batch_size)
-            shuffled = jax.tree.map(lambda x: x[perm].reshape(cfg.num_minibatches, mb_size, *x.shape[1:]), batch)
+            shuffled = shuffle.minibatches(k_perm, batch, cfg.num_minibatches)
             keys = jax.random.split(k_steps, cfg.num_minibatches)
             unit, aux = jax.lax.scan(self._update_minibatch, unit, (shuffled, keys))
             return (unit, key), (aux, shuffled["obs"][-1])
