@@ -238,6 +238,35 @@ def our_learner(w: Workload, timesteps: int, metrics_every: int = 10):
     return registry.learner_module(w.algo).make_train(cfg, w.env, timesteps, (), MetricsConfig(every=metrics_every))
 
 
+def speed_program(w: Workload, seeds: int):
+    """Our learner on ``w``'s speed budget, compiled as ``jit(vmap(train))`` at ``seeds`` seeds and called once:
+    (compiled, keys, total env steps per call, compile seconds). For the in-process A/Bs (threefry_ab,
+    shuffle_bench), which build one program per variant and time them with ``best_alternating``."""
+    import jax
+
+    learner = our_learner(w, w.speed_timesteps)
+    keys = jax.random.split(jax.random.PRNGKey(0), seeds)
+    t0 = time.perf_counter()
+    compiled = jax.jit(jax.vmap(learner.train)).lower(keys).compile()
+    compile_s = time.perf_counter() - t0
+    jax.block_until_ready(compiled(keys))  # warm-up call
+    return compiled, keys, learner.num_updates * learner.env_steps_per_update * seeds, compile_s
+
+
+def best_alternating(calls: dict, rounds: int) -> dict:
+    """``{name: (compiled, keys)}`` called in turn ``rounds`` times; each name's fastest call in seconds, so the
+    machine's drift hits every variant alike."""
+    import jax
+
+    best = dict.fromkeys(calls, float("inf"))
+    for _ in range(max(1, rounds)):
+        for name, (compiled, keys) in calls.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(compiled(keys))
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
 def preset_workload(w: Workload) -> tuple[str, Workload]:
     """(preset name, ``w`` with our side replaced by the preset a new user meets on ``w.env``)."""
     from plasticine_jax.algos import registry

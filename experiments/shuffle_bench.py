@@ -61,20 +61,12 @@ def learner_table(workloads: list[str], seeds: list[int], rounds: int) -> None:
         for name in workloads:
             w = parity.WORKLOADS[name]
             for s in seeds:
-                keys = jax.random.split(jax.random.PRNGKey(0), s)
                 built = []
                 for fn in (jax.random.permutation, packed):
                     shuffle.permutation = fn  # the learners call shuffle.permutation at trace time
-                    learner = parity.our_learner(w, w.speed_timesteps)
-                    compiled = jax.jit(jax.vmap(learner.train)).lower(keys).compile()
-                    jax.block_until_ready(compiled(keys))
-                    built.append((compiled, learner.num_updates * learner.env_steps_per_update * s, []))
-                for _ in range(rounds):
-                    for compiled, _, times in built:
-                        t0 = time.perf_counter()
-                        jax.block_until_ready(compiled(keys))
-                        times.append(time.perf_counter() - t0)
-                ref, ours = (steps / min(times) for _, steps, times in built)
+                    built.append(parity.speed_program(w, s))
+                best = parity.best_alternating({i: b[:2] for i, b in enumerate(built)}, rounds)
+                ref, ours = (b[2] / best[i] for i, b in enumerate(built))
                 print(f"{name:<14} {s:>5} {ref:>20.0f} {ours:>15.0f} {ours / ref:>6.2f}", flush=True)
     finally:
         shuffle.permutation = packed

@@ -16,23 +16,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-def _build(workload, seeds: int):
-    import jax
-    import parity
-
-    learner = parity.our_learner(workload, workload.speed_timesteps)
-    keys = jax.random.split(jax.random.PRNGKey(0), seeds)
-    t0 = time.perf_counter()
-    compiled = jax.jit(jax.vmap(learner.train)).lower(keys).compile()
-    compile_s = time.perf_counter() - t0
-    jax.block_until_ready(compiled(keys))  # warm-up call
-    return compiled, keys, learner.num_updates * learner.env_steps_per_update * seeds, compile_s
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,13 +47,8 @@ def main(argv: list[str] | None = None) -> int:
                     print("error: this jax lacks the threefry lowering hooks; nothing to compare", file=sys.stderr)
                     return 1
                 jax.clear_caches()
-                built[variant] = _build(w, seeds)
-            best = dict.fromkeys(variants, float("inf"))
-            for _ in range(max(1, args.rounds)):
-                for variant, (compiled, keys, *_rest) in built.items():
-                    t0 = time.perf_counter()
-                    jax.block_until_ready(compiled(keys))
-                    best[variant] = min(best[variant], time.perf_counter() - t0)
+                built[variant] = parity.speed_program(w, seeds)
+            best = parity.best_alternating({v: built[v][:2] for v in variants}, args.rounds)
             sps = {v: built[v][2] / best[v] for v in variants}
             print(f"{name:<14} {seeds:>5} {sps['rolled']:>15,.0f} {sps['unrolled']:>17,.0f}"
                   f" {sps['unrolled'] / sps['rolled']:>5.2f}x {built['rolled'][3]:>14.1f} / {built['unrolled'][3]:.1f}",
