@@ -170,3 +170,39 @@ def test_minibatch_cadence_computes_feature_metrics_every_update():
     assert float(mb["plasticity/feature_norm"][1]) != float(up["plasticity/feature_norm"][1])
     # and the averaged value matches the mean of per-minibatch values in scale
     assert float(mb["plasticity/feature_norm"][1]) == pytest.approx(float(up["plasticity/feature_norm"][1]), rel=0.2)
+
+
+def test_step_or_skip_takes_or_skips_and_traces_the_step_once():
+    """The taken branch is the step (with values it closes over), the skipped one the operand and zero aux,
+    vmapped too; a nested step_or_skip traces each Python step exactly once (not once for shapes and again
+    for the branch, which doubles per nesting level)."""
+    calls = {"outer": 0, "inner": 0}
+
+    def inner(x, scale):
+        calls["inner"] += 1
+        return x * scale, {"inner": jnp.sum(x)}
+
+    def outer(x, scale, inner_due):
+        calls["outer"] += 1
+        y, aux = L.step_or_skip(inner_due, lambda v: inner(v, scale), x + 1.0)
+        return y, {**aux, "outer": jnp.float32(7.0)}
+
+    def run(x, scale, due, inner_due):
+        return L.step_or_skip(due, lambda v: outer(v, scale, inner_due), x)
+
+    f = jax.jit(run)
+    x = jnp.arange(3.0)
+    y, aux = f(x, 2.0, True, True)
+    assert calls == {"outer": 1, "inner": 1}
+    np.testing.assert_allclose(y, (np.arange(3.0) + 1.0) * 2.0)
+    assert float(aux["inner"]) == 6.0 and float(aux["outer"]) == 7.0
+    y, aux = f(x, 2.0, True, False)  # inner skipped: operand passes through, its aux is zero
+    np.testing.assert_allclose(y, np.arange(3.0) + 1.0)
+    assert float(aux["inner"]) == 0.0 and float(aux["outer"]) == 7.0
+    y, aux = f(x, 2.0, False, True)  # outer skipped
+    np.testing.assert_allclose(y, np.arange(3.0))
+    assert float(aux["inner"]) == 0.0 and float(aux["outer"]) == 0.0
+    assert calls == {"outer": 1, "inner": 1}  # same shapes: no retrace
+    yv, auxv = jax.vmap(run, (0, 0, None, None))(jnp.stack([x, x]), jnp.array([2.0, 3.0]), True, True)
+    np.testing.assert_allclose(yv, [(np.arange(3.0) + 1.0) * 2.0, (np.arange(3.0) + 1.0) * 3.0])
+    np.testing.assert_allclose(auxv["inner"], [6.0, 6.0])

@@ -212,10 +212,6 @@ class C51(L.UpdateLoop):
         unit, norm = L.apply_grads(self.unit, self.iv, unit, grads, k_step)
         return unit, {**aux, L.gradient_norm_key(self.unit): norm}
 
-    def _skip_step(self, unit, buffer, key):
-        shapes = jax.eval_shape(self._train_step, unit, buffer, key)[1]
-        return unit, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
     def _block(self, update_idx, carry, block_idx):
         """``train_frequency`` env steps, then one gradient step (once learning started), then the target copy
         (when due)."""
@@ -227,7 +223,7 @@ class C51(L.UpdateLoop):
         key, k_train = jax.random.split(key)
         nb = self.blocks_per_update
         learn = blocks_reached(update_idx, block_idx, nb, self.learning_starts_blocks)
-        unit, aux = jax.lax.cond(learn, self._train_step, self._skip_step, unit, buffer, k_train)
+        unit, aux = L.step_or_skip(learn, lambda u: self._train_step(u, buffer, k_train), unit)
         copy = block_count_mod(update_idx, block_idx, nb, self.target_period_blocks) == 0
         unit = jax.lax.cond(copy, lambda u: u.replace(target=u.params), lambda u: u, unit)
         return (unit, env_state, obs, steps, buffer, key), (aux, learn, ep, eps[-1])

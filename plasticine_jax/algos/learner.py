@@ -16,6 +16,7 @@ from typing import Protocol
 import jax
 import jax.numpy as jnp
 import optax
+from jax.extend import core as jax_core
 
 from plasticine_jax.algos.state import RunState, Unit
 from plasticine_jax.envs.tasks import ContinualConfig, TaskSchedule
@@ -244,6 +245,26 @@ def apply_grads(spec: UnitSpec, iv: Intervention, unit: Unit, grads: dict, key: 
     if iv.after_step is not None:
         unit = iv.after_step(spec.ctx, unit, key)
     return unit, norm
+
+
+def step_or_skip(pred: jax.Array, fn: Callable, operand):
+    """``fn(operand) -> (operand', aux)`` when ``pred``, else ``(operand, zeros like aux)``: a training step
+    that has not started yet or is not due (a real branch when ``pred`` is unbatched).
+
+    ``fn`` is traced once and the taken branch replays that jaxpr, rather than tracing it once for the shapes of
+    the zeros and again for the branch; nested steps (TD3's train step holding its delayed actor step) would
+    otherwise re-trace their Python and the networks' flax code 2^depth times. Cuts TD3's and SAC's trace time
+    by about a fifth."""
+    closed, shapes = jax.make_jaxpr(fn, return_shape=True)(operand)
+    tree = jax.tree.structure(shapes)
+
+    def taken(x):
+        return jax.tree.unflatten(tree, jax_core.jaxpr_as_fun(closed)(*jax.tree.leaves(x)))
+
+    def skipped(x):
+        return x, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[1])
+
+    return jax.lax.cond(pred, taken, skipped, operand)
 
 
 def unit_activations(spec: UnitSpec, unit: Unit, inputs: tuple, due: jax.Array) -> dict:

@@ -101,9 +101,7 @@ def maybe(pred: jax.Array, fn, operand):
         out, aux = fn(x)
         return out, {**aux, TRAINED: jnp.ones((), jnp.float32)}
 
-    shapes = jax.eval_shape(run, operand)[1]
-    return jax.lax.cond(pred, run, lambda x: (x, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)),
-                        operand)
+    return L.step_or_skip(pred, run, operand)
 
 
 def masked_mean(aux: dict) -> dict:
