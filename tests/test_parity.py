@@ -102,3 +102,22 @@ def test_bad_arguments_fail_before_any_work(capsys):
     assert "unknown workload 'nope'" in capsys.readouterr().err
     assert parity.main(["--workloads", "none", "--ablation", "ppo-cartpole", "--ablation-factors", "wd"]) == 2
     assert "--ablation-factors" in capsys.readouterr().err
+
+
+def test_roofline_counts_the_dense_layer_flops_by_hand():
+    """experiments/roofline.py's FLOPs per env step, against a hand count of ppo-cartpole (actor 4-64-64-2 and
+    critic 4-64-64-1, 5 epochs) and ppo-breakout (400-256-256-{6 actions, 1}, 4 epochs): the rollout forward
+    pass, then per epoch forward, weight gradients, and input gradients of every layer but the first."""
+    import roofline
+
+    def by_hand(obs, width, actions, epochs):
+        towers = [[(obs, width), (width, width), (width, actions)], [(obs, width), (width, width), (width, 1)]]
+        fwd = sum(2 * i * o for t in towers for i, o in t)
+        input_grads = sum(2 * i * o for t in towers for i, o in t[1:])
+        return fwd + epochs * (fwd + fwd + input_grads)
+
+    cartpole = parity.our_learner(parity.WORKLOADS["ppo-cartpole"], 5_000)
+    assert roofline.flops_per_env_step(cartpole) == by_hand(4, 64, 2, 5) == 279_552
+    breakout = parity.our_learner(parity.WORKLOADS["ppo-breakout"], 16_384)
+    n_actions = breakout.env.action_space.n
+    assert roofline.flops_per_env_step(breakout) == by_hand(400, 256, n_actions, 4)
