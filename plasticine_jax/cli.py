@@ -99,6 +99,9 @@ def train_main(argv: list[str]) -> int:
             from plasticine_jax.run import batch_invariance
 
             batch_invariance.enable()
+        from plasticine_jax.run import compile_cache
+
+        compile_cache.enable(args.run.compile_cache)  # before this process's first compile: jax decides once
         cfg = resolve_run(args)
         from plasticine_jax.run.driver import run
 
@@ -118,8 +121,9 @@ def train_main(argv: list[str]) -> int:
 
 def resume_args(args):
     """``train --resume <out>``: the run's own arguments, rebuilt from the argv recorded in its config.json, with
-    this command's process options (--stop-after-chunks, --no-progress, --devices). When the command gives config
-    flags too they are used as given; the driver then refuses them unless they resolve to the saved config."""
+    this command's process options (--stop-after-chunks, --no-progress, --devices, --compile-cache). When the
+    command gives config flags too they are used as given; the driver then refuses them unless they resolve to
+    the saved config."""
     import json
     from dataclasses import replace
     from pathlib import Path
@@ -134,10 +138,11 @@ def resume_args(args):
     if run.out not in (RunOptions().out, out) and Path(run.out).absolute() != Path(out).absolute():
         raise ConfigError(f"--out {run.out} differs from --resume {out}; a resumed run writes into its own directory")
     control = {"resume": out, "out": out, "stop_after_chunks": run.stop_after_chunks, "progress": run.progress}
-    if run.devices != RunOptions().devices:
-        control["devices"] = run.devices
+    for name in ("devices", "compile_cache"):
+        if getattr(run, name) != getattr(RunOptions(), name):
+            control[name] = getattr(run, name)
     bare = replace(args, run=replace(run, resume=None, out=RunOptions().out, stop_after_chunks=0, progress=True,
-                                     devices=RunOptions().devices))
+                                     devices=RunOptions().devices, compile_cache=RunOptions().compile_cache))
     if bare == TrainArgs():  # only --resume (and process options): the saved command line
         try:
             saved = json.loads((Path(out) / "config.json").read_text())

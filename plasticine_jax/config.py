@@ -84,6 +84,9 @@ class RunOptions:
     # bit for bit with --batch-invariant
     batch_invariant: bool = False  # XLA:CPU code whose results do not depend on how many runs share a program or
     # device: a seed alone, among others or on another device gives the same bits (no FMA/AVX2: slower)
+    compile_cache: str = "auto"  # persistent XLA compile cache, so a re-run or --resume of the same program skips
+    # XLA's compile: auto (JAX_COMPILATION_CACHE_DIR if set, else ~/.cache/plasticine-jax/xla, at most 2 GiB) |
+    # off | a directory
     on_divergence: str = "stop"  # a seed's params went non-finite: stop (one line, last good checkpoint kept,
     # exit 3) | continue (the seed is frozen at its last finite params and marked; the others go on)
 

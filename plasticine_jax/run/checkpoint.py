@@ -37,7 +37,7 @@ from plasticine_jax.errors import ConfigError
 DIRNAME = "checkpoints"
 HOST_BACKENDS = ("envpool", "dmc")  # simulators outside the compiled graph: their state is not in the carry
 # Run options that steer this process but not the results: they may differ between a run and its resume.
-_RUN_CONTROL = ("out", "overwrite", "resume", "stop_after_chunks", "progress", "devices")
+_RUN_CONTROL = ("out", "overwrite", "resume", "stop_after_chunks", "progress", "devices", "compile_cache")
 # checked separately (jax version, device split in the driver) or irrelevant to results
 _NOT_CONFIG = ("devices", "run_devices", "jax_version", "argv")
 

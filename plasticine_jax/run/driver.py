@@ -23,7 +23,7 @@ from plasticine_jax.config import RunConfig, parse_sweep
 from plasticine_jax.envs.tasks import describe as describe_tasks
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions.registry import resolve
-from plasticine_jax.run import batch_invariance, devices
+from plasticine_jax.run import batch_invariance, compile_cache, devices
 from plasticine_jax.run import checkpoint as ckpt
 from plasticine_jax.run.sinks import JsonlSink, Progress, WandbSink, to_jsonable
 
@@ -90,6 +90,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
     opts = cfg.run
     if opts.batch_invariant:
         batch_invariance.enable()  # from Python: only in a process whose backend has not started yet
+    compile_cache.enable(opts.compile_cache)  # before this process's first compile
     learner = build_learner(cfg)
     sweep = list(parse_sweep(opts.sweep, learner.default_hparams()))
     seeds = [opts.seed + i for i in range(opts.num_seeds)]

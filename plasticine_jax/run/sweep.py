@@ -300,6 +300,20 @@ def _batch_invariance(cells: list[Cell]) -> None:
                           "whole process); put it under [train]")
 
 
+def _compile_cache(cells: list[Cell]) -> None:
+    """``--compile-cache`` is a setting of the whole process (jax's cache is chosen once): one value for every
+    cell, applied before resolving the cells compiles anything."""
+    from plasticine_jax.config import RunOptions
+    from plasticine_jax.run import compile_cache
+
+    values = {c.argv[c.argv.index("--compile-cache") + 1] if "--compile-cache" in c.argv
+              else RunOptions().compile_cache for c in cells}
+    if len(values) > 1:
+        raise ConfigError("compile-cache: set it for every cell of a sweep or for none (jax chooses its cache once "
+                          "per process); put it under [train]")
+    compile_cache.enable(values.pop() if values else RunOptions().compile_cache)
+
+
 def run_sweep(file: str, out: str | None = None, sets: list[str] | None = None, fmt: str = "parquet",
               dry_run: bool = False, overwrite: bool = False, only: list[str] | None = None) -> int:
     """Run (or continue) every cell of an experiment file; returns the exit code (0 = every cell finished)."""
@@ -309,7 +323,9 @@ def run_sweep(file: str, out: str | None = None, sets: list[str] | None = None, 
     out_dir = Path(out or spec.get("out") or f"runs/sweeps/{Path(file).stem}")
     if fmt not in ("parquet", "csv"):
         raise ConfigError(f"--format must be parquet or csv (got {fmt})")
-    _batch_invariance(expand(spec, resolve=False))  # before resolving the cells starts JAX's backend
+    unresolved = expand(spec, resolve=False)
+    _batch_invariance(unresolved)  # before resolving the cells starts JAX's backend
+    _compile_cache(unresolved)
     cells = all_cells = expand(spec)
     if only:
         missing = [n for n in only if n not in {c.name for c in cells}]
