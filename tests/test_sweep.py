@@ -132,6 +132,7 @@ def test_killed_cell_resumes_and_changed_file_is_refused(tmp_path, capsys):
     ("[train]\nalgo = 'ppo'\n[trian]\n", "unknown top-level"),
     ("[train]\nalgo = 'nope'\n", "nope"),
     ("[train]\nsweep = ['lr=1,2']\n", "[grid]"),
+    ("[train]\nalgo = 'ppo'\n[grid]\n'compile-cache' = ['off', 'auto']\n", "compile-cache: set it for every cell"),
 ])
 def test_bad_experiment_files_one_line(tmp_path, capsys, text, needle):
     exp = _write(tmp_path, text)
