@@ -33,9 +33,8 @@ def dense_layers(learner) -> list[tuple[int, int, bool]]:
     obs_dim = int(np.prod(learner.env.observation_space.shape))
     out = []
     for spec in learner.unit_specs().values():
-        params = spec.network.init(jax.random.PRNGKey(0))["params"]
-        for leaf in jax.tree.leaves(params):
-            if leaf.ndim == 2:
+        for leaf in jax.tree.leaves(spec.network.param_shapes):
+            if len(leaf.shape) == 2:
                 out.append((int(leaf.shape[0]), int(leaf.shape[1]), int(leaf.shape[0]) == obs_dim))
     return out
 
