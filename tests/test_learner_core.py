@@ -206,3 +206,38 @@ def test_step_or_skip_takes_or_skips_and_traces_the_step_once():
     yv, auxv = jax.vmap(run, (0, 0, None, None))(jnp.stack([x, x]), jnp.array([2.0, 3.0]), True, True)
     np.testing.assert_allclose(yv, [(np.arange(3.0) + 1.0) * 2.0, (np.arange(3.0) + 1.0) * 3.0])
     np.testing.assert_allclose(auxv["inner"], [6.0, 6.0])
+
+
+def test_unit_activations_when_due_zeros_otherwise_one_forward_trace():
+    """The shared activations are the network's own when due and zeros otherwise, vmapped over seeds; the
+    forward pass is traced once (not once for the zeros' shapes and again for the branch)."""
+    from types import SimpleNamespace
+
+    net = make_network(NetConfig(widths=(8, 8)), (4,), 2, False)
+    traces = []
+
+    def counted(params, net_state, *xs):
+        traces.append(1)
+        return net.apply_with_activations(params, net_state, *xs)
+
+    spec = SimpleNamespace(network=SimpleNamespace(apply_with_activations=counted))
+    params = net.init(jax.random.PRNGKey(0))["params"]
+    unit = Unit(params, {}, None, None, {})
+    obs = jax.random.normal(jax.random.PRNGKey(1), (5, 4))
+    f = jax.jit(lambda u, o, due: L.unit_activations(spec, u, (o,), due))
+    on = f(unit, obs, True)
+    assert len(traces) == 1
+    want = net.apply_with_activations(params, {}, obs)[1]
+    assert set(on) == set(want) and len(on) == 4  # two towers x two hidden layers
+    for k in want:
+        np.testing.assert_allclose(np.asarray(on[k]), np.asarray(want[k]), rtol=1e-6, atol=1e-7)
+        assert float(jnp.abs(want[k]).sum()) > 0
+    off = f(unit, obs, False)
+    assert all(float(jnp.abs(v).sum()) == 0.0 and v.shape == want[k].shape for k, v in off.items())
+    seeds = jax.vmap(lambda k: net.init(k)["params"])(jax.random.split(jax.random.PRNGKey(2), 2))
+    vm = jax.vmap(lambda p, due: L.unit_activations(spec, Unit(p, {}, None, None, {}), (obs,), due))(
+        seeds, jnp.array([True, False]))
+    k0 = sorted(want)[0]
+    np.testing.assert_allclose(np.asarray(vm[k0][0]), np.asarray(
+        net.apply_with_activations(jax.tree.map(lambda x: x[0], seeds), {}, obs)[1][k0]), rtol=1e-6, atol=1e-7)
+    assert float(jnp.abs(vm[k0][1]).sum()) == 0.0

@@ -247,6 +247,28 @@ def apply_grads(spec: UnitSpec, iv: Intervention, unit: Unit, grads: dict, key: 
     return unit, norm
 
 
+def _traced_once(fn: Callable, operand):
+    """(``fn`` as a replay of its jaxpr, its output shapes): one trace serves both the branch and the zeros."""
+    closed, shapes = jax.make_jaxpr(fn, return_shape=True)(operand)
+    tree = jax.tree.structure(shapes)
+
+    def replay(x):
+        return jax.tree.unflatten(tree, jax_core.jaxpr_as_fun(closed)(*jax.tree.leaves(x)))
+
+    return replay, shapes
+
+
+def _zeros(shapes):
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def cond_or_zeros(pred: jax.Array, fn: Callable, operand):
+    """``fn(operand)`` when ``pred``, else zeros shaped like its output, with ``fn`` traced once (not once by
+    ``eval_shape`` for the zeros and again for the branch)."""
+    taken, shapes = _traced_once(fn, operand)
+    return jax.lax.cond(pred, taken, lambda _: _zeros(shapes), operand)
+
+
 def step_or_skip(pred: jax.Array, fn: Callable, operand):
     """``fn(operand) -> (operand', aux)`` when ``pred``, else ``(operand, zeros like aux)``: a training step
     that has not started yet or is not due (a real branch when ``pred`` is unbatched).
@@ -255,26 +277,18 @@ def step_or_skip(pred: jax.Array, fn: Callable, operand):
     the zeros and again for the branch; nested steps (TD3's train step holding its delayed actor step) would
     otherwise re-trace their Python and the networks' flax code 2^depth times. Cuts TD3's and SAC's trace time
     by about a fifth."""
-    closed, shapes = jax.make_jaxpr(fn, return_shape=True)(operand)
-    tree = jax.tree.structure(shapes)
-
-    def taken(x):
-        return jax.tree.unflatten(tree, jax_core.jaxpr_as_fun(closed)(*jax.tree.leaves(x)))
-
-    def skipped(x):
-        return x, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[1])
-
-    return jax.lax.cond(pred, taken, skipped, operand)
+    taken, shapes = _traced_once(fn, operand)
+    return jax.lax.cond(pred, taken, lambda x: (x, _zeros(shapes[1])), operand)
 
 
 def unit_activations(spec: UnitSpec, unit: Unit, inputs: tuple, due: jax.Array) -> dict:
     """Hidden activations of a unit on ``inputs`` when ``due`` (zeros otherwise): one forward pass per update,
     shared by the interventions that read activations and by the plasticity metrics."""
-    def compute(_):
-        return spec.network.apply_with_activations(unit.params, unit.net_state, *inputs)[1]
+    def compute(operand):
+        params, net_state, xs = operand
+        return spec.network.apply_with_activations(params, net_state, *xs)[1]
 
-    shapes = jax.eval_shape(compute, None)
-    return jax.lax.cond(due, compute, lambda _: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), None)
+    return cond_or_zeros(due, compute, (unit.params, unit.net_state, tuple(inputs)))
 
 
 def after_update(spec: UnitSpec, iv: Intervention, unit: Unit, key: jax.Array, update_idx: jax.Array,
