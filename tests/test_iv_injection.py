@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from tree_asserts import all_changed, assert_same, assert_ulps
 
 from plasticine_jax.algos.state import Unit
 from plasticine_jax.interventions import injection as pi
@@ -72,21 +73,6 @@ def _make_train(net, tx):
     return train
 
 
-def _same(a, b):
-    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
-
-
-def _ulps(a, b):
-    """Equal up to float rounding (a few ulps of float32), integer leaves exactly."""
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7), a, b)
-
-
-def _moved(a, b):
-    """Every leaf of the subtree changed."""
-    return all(not np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a),
-                                                                                  jax.tree.leaves(b), strict=True))
-
-
 def _adam(learner):
     return learner.opt_state["base"][0]
 
@@ -112,11 +98,11 @@ def test_paper_mode_full_lifecycle():
     # before injection: main and the torso train, new and frozen never move, gates closed
     before = train(learner0)
     for h in HEADS:
-        assert _moved(before.params[h]["main"], learner0.params[h]["main"])
-        _same(before.params[h]["new"], learner0.params[h]["new"])
-        _same(before.params[h]["frozen"], learner0.params[h]["frozen"])
+        assert all_changed(before.params[h]["main"], learner0.params[h]["main"])
+        assert_same(before.params[h]["new"], learner0.params[h]["new"])
+        assert_same(before.params[h]["frozen"], learner0.params[h]["frozen"])
         assert float(before.net_state["injection"][h]["gate"]) == 0.0
-    assert _moved(before.params["torso"], learner0.params["torso"])
+    assert all_changed(before.params["torso"], learner0.params["torso"])
     assert not _injected(before)
 
     # the schedule: only update index int(N * at) - 1 = 4 injects
@@ -125,10 +111,10 @@ def test_paper_mode_full_lifecycle():
     hook = jax.jit(lambda lr, idx: iv.after_update(ctx, lr, key, idx, _acts(net, lr, obs)))
     for idx in range(NUM_UPDATES):
         if idx != when:
-            _same(hook(before, jnp.int32(idx)), before)
+            assert_same(hook(before, jnp.int32(idx)), before)
     after = hook(before, jnp.int32(when))
     # jit == eager, to the last float bit or two: under jit XLA fuses the init sampler's float math differently
-    _ulps(after, iv.after_update(ctx, before, key, when, _acts(net, before, obs)))
+    assert_ulps(after, iv.after_update(ctx, before, key, when, _acts(net, before, obs)))
 
     # at the instant: the function is unchanged
     pol0, val0 = net.apply(before.params, before.net_state, obs)
@@ -141,33 +127,33 @@ def test_paper_mode_full_lifecycle():
     fresh = ctx.fresh_params(key)
     adam0, adam1 = _adam(before), _adam(after)
     for h in HEADS:
-        _ulps(after.params[h]["new"], fresh[h]["new"])  # (after: under jit, fresh: eager)
-        _same(after.params[h]["frozen"], after.params[h]["new"])
-        assert _moved(after.params[h]["new"], before.params[h]["new"])
-        _same(after.params[h]["main"], before.params[h]["main"])
+        assert_ulps(after.params[h]["new"], fresh[h]["new"])  # (after: under jit, fresh: eager)
+        assert_same(after.params[h]["frozen"], after.params[h]["new"])
+        assert all_changed(after.params[h]["new"], before.params[h]["new"])
+        assert_same(after.params[h]["main"], before.params[h]["main"])
         assert float(after.net_state["injection"][h]["gate"]) == 1.0
         for part in ("new", "frozen"):  # fresh optimizer state for the injected heads
             for t in (adam1.mu, adam1.nu):
                 assert all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(t[h][part]))
-        _same(adam1.mu[h]["main"], adam0.mu[h]["main"])
-        _same(adam1.nu[h]["main"], adam0.nu[h]["main"])
-    assert _moved(adam0.mu[HEADS[0]]["main"], jax.tree.map(jnp.zeros_like, adam0.mu[HEADS[0]]["main"]))
-    _same(after.params["torso"], before.params["torso"])
-    _same(adam1.mu["torso"], adam0.mu["torso"])
-    _same(adam1.count, adam0.count)
+        assert_same(adam1.mu[h]["main"], adam0.mu[h]["main"])
+        assert_same(adam1.nu[h]["main"], adam0.nu[h]["main"])
+    assert all_changed(adam0.mu[HEADS[0]]["main"], jax.tree.map(jnp.zeros_like, adam0.mu[HEADS[0]]["main"]))
+    assert_same(after.params["torso"], before.params["torso"])
+    assert_same(adam1.mu["torso"], adam0.mu["torso"])
+    assert_same(adam1.count, adam0.count)
     assert _injected(after)
 
     # after: only new and the torso train; main (old head) and frozen are exactly fixed
     trained = train(after, seed=1)
     for h in HEADS:
-        _same(trained.params[h]["main"], after.params[h]["main"])
-        _same(trained.params[h]["frozen"], after.params[h]["frozen"])
-        assert _moved(trained.params[h]["new"], after.params[h]["new"])
-    assert _moved(trained.params["torso"], after.params["torso"])
+        assert_same(trained.params[h]["main"], after.params[h]["main"])
+        assert_same(trained.params[h]["frozen"], after.params[h]["frozen"])
+        assert all_changed(trained.params[h]["new"], after.params[h]["new"])
+    assert all_changed(trained.params["torso"], after.params["torso"])
 
     # exactly once: no later update re-injects
     for idx in range(when + 1, NUM_UPDATES):
-        _same(hook(trained, jnp.int32(idx)), trained)
+        assert_same(hook(trained, jnp.int32(idx)), trained)
 
 
 @pytest.mark.parametrize("at,when", [(0.3, 2), (0.95, 8), (0.0, 0)])
@@ -193,10 +179,10 @@ def test_reference_mode_keeps_old_head_training_and_never_moves_new():
     trained = train(after, seed=1)
     for h in HEADS:
         assert float(after.net_state["injection"][h]["gate"]) == 1.0
-        assert _moved(trained.params[h]["main"], after.params[h]["main"])
-        _same(trained.params[h]["new"], after.params[h]["new"])
-        _same(trained.params[h]["frozen"], after.params[h]["frozen"])
-    assert _moved(trained.params["actor_torso"], after.params["actor_torso"])
+        assert all_changed(trained.params[h]["main"], after.params[h]["main"])
+        assert_same(trained.params[h]["new"], after.params[h]["new"])
+        assert_same(trained.params[h]["frozen"], after.params[h]["frozen"])
+    assert all_changed(trained.params["actor_torso"], after.params["actor_torso"])
     # the reference's function is the vanilla one: new - frozen == 0 exactly forever
     pol2, val2 = net.apply(trained.params, trained.net_state, obs)
     closed = {"injection": jax.tree.map(jnp.zeros_like, trained.net_state["injection"])}
@@ -222,13 +208,13 @@ def test_vmap_over_seeds_and_jit():
         jax.tree.map(lambda g, w: np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-6, atol=1e-7),
                      got, want)
         fresh = ctx.fresh_params(keys[i])
-        _same(got.params["policy_head"]["new"], fresh["policy_head"]["new"])
-        _same(got.params["policy_head"]["frozen"], fresh["policy_head"]["new"])
+        assert_same(got.params["policy_head"]["new"], fresh["policy_head"]["new"])
+        assert_same(got.params["policy_head"]["frozen"], fresh["policy_head"]["new"])
         assert _injected(got)
         news.append(got.params["policy_head"]["new"])
-    assert _moved(news[0], news[1])  # different keys, different injected heads
+    assert all_changed(news[0], news[1])  # different keys, different injected heads
     idle = fn(stacked, keys, obs, jnp.int32(when + 1))  # not due: nothing changes under vmap either
-    _same(idle, stacked)
+    assert_same(idle, stacked)
 
 
 def test_other_interventions_never_move_the_frozen_copy():
@@ -244,9 +230,9 @@ def test_other_interventions_never_move_the_frozen_copy():
     r = rl.make(rl.Options(which="heads", frequency=1))
     after = r.after_update(ctx, after, jax.random.PRNGKey(2), jnp.int32(0), _acts(net, after, jnp.zeros((4, 4))))
     for h in HEADS:
-        _same(after.params[h]["frozen"], frozen[h])
-        assert _moved(after.params[h]["new"], learner.params[h]["new"])
-        assert _moved(after.params[h]["main"]["kernel"], learner.params[h]["main"]["kernel"])  # bias: 0 -> 0
+        assert_same(after.params[h]["frozen"], frozen[h])
+        assert all_changed(after.params[h]["new"], learner.params[h]["new"])
+        assert all_changed(after.params[h]["main"]["kernel"], learner.params[h]["main"]["kernel"])  # bias: 0 -> 0
 
 
 def test_injection_is_mirrored_into_the_target():
@@ -260,22 +246,22 @@ def test_injection_is_mirrored_into_the_target():
     before = train(learner0)
     lagging = learner0.params  # the target lags the online net: the params before the 4 steps
     for h in HEADS:
-        assert _moved(before.params[h]["main"], lagging[h]["main"])
-    assert _moved(before.params["torso"], lagging["torso"])
+        assert all_changed(before.params[h]["main"], lagging[h]["main"])
+    assert all_changed(before.params["torso"], lagging["torso"])
     unit = before.replace(target=lagging)
     key = jax.random.PRNGKey(11)
     when = int(NUM_UPDATES * 0.5) - 1
     obs = jax.random.normal(jax.random.PRNGKey(5), (16, 4))
     after = iv.after_update(ctx, unit, key, when, _acts(net, unit, obs))
-    _same(after.replace(target=None), iv.after_update(ctx, before, key, when, _acts(net, before, obs)))  # online
+    assert_same(after.replace(target=None), iv.after_update(ctx, before, key, when, _acts(net, before, obs)))  # online
     fresh = ctx.fresh_params(key)
     for h in HEADS:
-        _same(after.target[h]["new"], fresh[h]["new"])
-        _same(after.target[h]["frozen"], fresh[h]["new"])
-        _same(after.target[h]["new"], after.params[h]["new"])
-        assert _moved(after.target[h]["new"], lagging[h]["new"])
-        _same(after.target[h]["main"], lagging[h]["main"])
-    _same(after.target["torso"], lagging["torso"])
+        assert_same(after.target[h]["new"], fresh[h]["new"])
+        assert_same(after.target[h]["frozen"], fresh[h]["new"])
+        assert_same(after.target[h]["new"], after.params[h]["new"])
+        assert all_changed(after.target[h]["new"], lagging[h]["new"])
+        assert_same(after.target[h]["main"], lagging[h]["main"])
+    assert_same(after.target["torso"], lagging["torso"])
     # the target's function is unchanged at the instant (gates open, new - frozen = 0)
     v0 = net.apply(lagging, before.net_state, obs)
     v1 = net.apply(after.target, after.net_state, obs)
@@ -290,9 +276,9 @@ def test_injection_is_mirrored_into_the_target():
         t = jax.tree.map(lambda x, i=i: x[i], got.target)
         fresh = ctx.fresh_params(keys[i])
         for h in HEADS:
-            _same(t[h]["new"], fresh[h]["new"])
-            _same(t[h]["frozen"], fresh[h]["new"])
-            _same(t[h]["main"], lagging[h]["main"])
-        _same(t["torso"], lagging["torso"])
+            assert_same(t[h]["new"], fresh[h]["new"])
+            assert_same(t[h]["frozen"], fresh[h]["new"])
+            assert_same(t[h]["main"], lagging[h]["main"])
+        assert_same(t["torso"], lagging["torso"])
     # not due: the target is untouched too
-    _same(jax.jit(lambda u: iv.after_update(ctx, u, key, jnp.int32(when + 1), _acts(net, u, obs)))(unit), unit)
+    assert_same(jax.jit(lambda u: iv.after_update(ctx, u, key, jnp.int32(when + 1), _acts(net, u, obs)))(unit), unit)

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from tree_asserts import all_changed, assert_same, assert_ulps
 
 from plasticine_jax.algos.state import Unit
 from plasticine_jax.errors import ConfigError
@@ -94,21 +95,6 @@ def _acts(unit, net=NET):
     return net.apply_with_activations(unit.params, unit.net_state, OBS)[1]
 
 
-def _same(a, b):
-    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
-
-
-def _ulps(a, b):
-    """Equal up to float rounding (a few ulps of float32), integer leaves exactly."""
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7), a, b)
-
-
-def _differs(a, b):
-    """Every leaf changed."""
-    return all(not np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a),
-                                                                                  jax.tree.leaves(b), strict=True))
-
-
 def _zero(tree):
     return all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(tree))
 
@@ -135,32 +121,32 @@ def test_reset_layers_on_switch_resets_heads_only():
     assert not iv.switch_activations
     unit = _unit(iv)
     lagging = NET.init(jax.random.PRNGKey(0))["params"]  # a target lagging the online net
-    assert _differs(lagging, unit.params)
+    assert all_changed(lagging, unit.params)
     unit = unit.replace(target=lagging)
     ctx, key = _ctx(), jax.random.PRNGKey(7)
     out = iv.on_task_switch(ctx, unit, key, TASK, _acts(unit))
     fresh = ctx.fresh_params(key)
     adam0, adam1 = _adam(unit), _adam(out)
     for h in HEADS:
-        _same(out.params[h], fresh[h])
-        assert _differs(out.params[h]["main"]["kernel"], unit.params[h]["main"]["kernel"])
+        assert_same(out.params[h], fresh[h])
+        assert all_changed(out.params[h]["main"]["kernel"], unit.params[h]["main"]["kernel"])
         assert _nonzero(adam0.mu[h]) and _zero(adam1.mu[h]) and _zero(adam1.nu[h])
-        _same(out.target[h], fresh[h])  # mirrored into the target
+        assert_same(out.target[h], fresh[h])  # mirrored into the target
     for t in TORSOS:
-        _same(out.params[t], unit.params[t])
-        _same(adam1.mu[t], adam0.mu[t])
-        _same(adam1.nu[t], adam0.nu[t])
-        _same(out.target[t], lagging[t])
-    _same(adam1.count, adam0.count)
+        assert_same(out.params[t], unit.params[t])
+        assert_same(adam1.mu[t], adam0.mu[t])
+        assert_same(adam1.nu[t], adam0.nu[t])
+        assert_same(out.target[t], lagging[t])
+    assert_same(adam1.count, adam0.count)
     # under jit with a traced task index: the same reset (to a float bit or two: XLA fuses the init sampler's
     # float math differently under jit)
-    _ulps(jax.jit(lambda u, t: iv.on_task_switch(ctx, u, key, t, _acts(u)))(unit, TASK), out)
+    assert_ulps(jax.jit(lambda u, t: iv.on_task_switch(ctx, u, key, t, _acts(u)))(unit, TASK), out)
 
     # the periodic reset stays alongside the switch reset (both fire the same reset)
     both = rl.make(rl.Options(frequency=5, on_task_switch=True))
     assert both.schedules == (("--rl.frequency", 5),) and both.after_update is not None
-    _same(both.on_task_switch(ctx, unit, key, TASK, _acts(unit)), out)
-    _same(both.after_update(ctx, unit, key, jnp.int32(4), _acts(unit)), out)
+    assert_same(both.on_task_switch(ctx, unit, key, TASK, _acts(unit)), out)
+    assert_same(both.after_update(ctx, unit, key, jnp.int32(4), _acts(unit)), out)
     assert rl.make(rl.Options()).on_task_switch is None and rl.make(rl.Options()).task_flags == ()
 
 
@@ -218,14 +204,14 @@ def test_redo_on_switch_recycles_exactly_the_units_dormant_in_the_given_acts(dea
     ctx, key = _ctx(), jax.random.PRNGKey(7)
     out = iv.on_task_switch(ctx, unit, key, TASK, acts)
     params, mu, nu, touched = _redo_expect(unit, ctx.fresh_params(key), dead)
-    _same(out.params, params)
+    assert_same(out.params, params)
     assert all(np.all(np.asarray(m)[t] != 0) for m, t in zip(jax.tree.leaves(_adam(unit).nu),
                                                                jax.tree.leaves(touched), strict=True))
-    _same(_adam(out).mu, mu)
-    _same(_adam(out).nu, nu)
+    assert_same(_adam(out).mu, mu)
+    assert_same(_adam(out).nu, nu)
     assert sum(int(t.sum()) for t in jax.tree.leaves(touched)) > 0  # (a no-op would fail the comparison)
     # the real (undead) activations recycle nothing: the hook reads what it is handed, nothing else
-    _same(iv.on_task_switch(ctx, unit, key, TASK, real), unit)
+    assert_same(iv.on_task_switch(ctx, unit, key, TASK, real), unit)
 
 
 def test_redo_periodic_and_switch_together():
@@ -238,8 +224,8 @@ def test_redo_periodic_and_switch_together():
     acts = _planted_acts(_acts(unit), dead)
     ctx, key = _ctx(), jax.random.PRNGKey(3)
     want = iv.on_task_switch(ctx, unit, key, TASK, acts)
-    _same(want.params, _redo_expect(unit, ctx.fresh_params(key), dead)[0])
-    _same(iv.after_update(ctx, unit, key, jnp.int32(2), acts), want)  # the same recycling on schedule
+    assert_same(want.params, _redo_expect(unit, ctx.fresh_params(key), dead)[0])
+    assert_same(iv.after_update(ctx, unit, key, jnp.int32(2), acts), want)  # the same recycling on schedule
 
 
 # -------------------------------------------------------------------------------------- shrink & perturb
@@ -260,9 +246,9 @@ def test_snp_on_switch_is_one_shrink_and_perturb(mode, frequency):
     c = np.float32(COEF)
     want = jax.tree.map(lambda t, f: c * np.asarray(t) + (np.float32(1) - c) * np.asarray(f), unit.params, phi)
     _close(out.params, want)
-    assert _differs(out.params, unit.params)
-    _same(out.opt_state, unit.opt_state)
-    _same(out.net_state, unit.net_state)
+    assert all_changed(out.params, unit.params)
+    assert_same(out.opt_state, unit.opt_state)
+    assert_same(out.net_state, unit.net_state)
     # once: a second application is not what one switch gives
     twice = jax.tree.map(lambda t, f: c * t + (np.float32(1) - c) * np.asarray(f), want, phi)
     assert not np.allclose(np.asarray(twice["actor_torso"]["dense_0"]["kernel"]),
@@ -328,32 +314,32 @@ def test_pi_second_injection_folds_exactly_and_keeps_the_function():
     first = iv.on_task_switch(ctx, unit, jax.random.PRNGKey(1), TASK, _acts(unit, PI_NET))  # first injection
     assert _injected(first)
     for h in HEADS:  # the first injection folds nothing (the gates were closed)
-        _same(first.params[h]["main"], unit.params[h]["main"])
+        assert_same(first.params[h]["main"], unit.params[h]["main"])
     lagging = train(first, n=1, seed=1).params  # a target lagging the online net by two steps
     before = train(first, n=3, seed=1).replace(target=lagging)
     for h in HEADS:  # new trained away from frozen, in the target too: the folds have something to fold
-        assert _differs(before.params[h]["new"], before.params[h]["frozen"])
-        assert _differs(lagging[h]["new"], lagging[h]["frozen"])
-        assert _differs(lagging[h]["new"], before.params[h]["new"])
-        _same(before.params[h]["main"], unit.params[h]["main"])
+        assert all_changed(before.params[h]["new"], before.params[h]["frozen"])
+        assert all_changed(lagging[h]["new"], lagging[h]["frozen"])
+        assert all_changed(lagging[h]["new"], before.params[h]["new"])
+        assert_same(before.params[h]["main"], unit.params[h]["main"])
     key = jax.random.PRNGKey(2)
     after = iv.on_task_switch(ctx, before, key, jnp.int32(2), _acts(before, PI_NET))
 
     # the fold is the exact sum, on the online net and (from its own heads) on the target
     fold, tfold, fresh = _fold(before.params), _fold(lagging), ctx.fresh_params(key)
     for h in HEADS:
-        _same(after.params[h]["main"], fold[h]["main"])
-        _same(after.target[h]["main"], tfold[h]["main"])
+        assert_same(after.params[h]["main"], fold[h]["main"])
+        assert_same(after.target[h]["main"], tfold[h]["main"])
         for tree in (after.params, after.target):
-            _same(tree[h]["new"], fresh[h]["new"])
-            _same(tree[h]["frozen"], fresh[h]["new"])
+            assert_same(tree[h]["new"], fresh[h]["new"])
+            assert_same(tree[h]["frozen"], fresh[h]["new"])
         assert float(after.net_state["injection"][h]["gate"]) == 1.0
         adam0, adam1 = _adam(before), _adam(after)
         assert _nonzero(adam0.mu[h]["new"]) and _zero(adam1.mu[h]["new"]) and _zero(adam1.nu[h]["new"])
-        _same(adam1.mu[h]["main"], adam0.mu[h]["main"])
+        assert_same(adam1.mu[h]["main"], adam0.mu[h]["main"])
     for t in TORSOS:
-        _same(after.params[t], before.params[t])
-        _same(after.target[t], lagging[t])
+        assert_same(after.params[t], before.params[t])
+        assert_same(after.target[t], lagging[t])
     assert _injected(after)
 
     # the network's (and the target's) outputs are unchanged by the second injection
@@ -362,20 +348,20 @@ def test_pi_second_injection_folds_exactly_and_keeps_the_function():
         out1 = PI_NET.apply(p1, after.net_state, OBS)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=2e-6),
                      out0, out1)
-    assert _differs(after.params[HEADS[0]]["main"], before.params[HEADS[0]]["main"])  # (a real fold)
+    assert all_changed(after.params[HEADS[0]]["main"], before.params[HEADS[0]]["main"])  # (a real fold)
 
     # after it: training moves new and the torso, never main nor frozen
     trained = train(after.replace(target=None), n=3, seed=2)
     for h in HEADS:
-        _same(trained.params[h]["main"], after.params[h]["main"])
-        _same(trained.params[h]["frozen"], after.params[h]["frozen"])
-        assert _differs(trained.params[h]["new"], after.params[h]["new"])
-    assert _differs(trained.params["actor_torso"], after.params["actor_torso"])
+        assert_same(trained.params[h]["main"], after.params[h]["main"])
+        assert_same(trained.params[h]["frozen"], after.params[h]["frozen"])
+        assert all_changed(trained.params[h]["new"], after.params[h]["new"])
+    assert all_changed(trained.params["actor_torso"], after.params["actor_torso"])
 
     # the every-task schedule folds the same way (update 1 of a 4-update task), also under jit (to a float bit)
     sched = jax.jit(lambda u, idx: iv.after_update(ctx, u, key, idx, {}))
-    _ulps(sched(before, jnp.int32(5)), after)
-    _same(sched(before, jnp.int32(6)), before)
+    assert_ulps(sched(before, jnp.int32(5)), after)
+    assert_same(sched(before, jnp.int32(6)), before)
 
 
 def test_pi_reference_mode_second_injection_adds_nothing_and_main_keeps_training():
@@ -383,14 +369,14 @@ def test_pi_reference_mode_second_injection_adds_nothing_and_main_keeps_training
     ctx, train = _ctx(PI_NET, PI_TX["reference"]), PI_TRAIN["reference"]
     unit = _unit(iv, PI_NET, PI_TX["reference"], train)
     first = train(iv.on_task_switch(ctx, unit, jax.random.PRNGKey(1), TASK, {}), n=3, seed=1)
-    assert _differs(first.params[HEADS[0]]["main"], unit.params[HEADS[0]]["main"])  # main trains on
+    assert all_changed(first.params[HEADS[0]]["main"], unit.params[HEADS[0]]["main"])  # main trains on
     after = iv.on_task_switch(ctx, first, jax.random.PRNGKey(2), jnp.int32(2), {})
     for h in HEADS:
-        _same(after.params[h]["main"], first.params[h]["main"])  # new == frozen: main + 0
-        _same(after.params[h]["new"], after.params[h]["frozen"])
+        assert_same(after.params[h]["main"], first.params[h]["main"])  # new == frozen: main + 0
+        assert_same(after.params[h]["new"], after.params[h]["frozen"])
     trained = train(after, n=2, seed=2)
-    assert _differs(trained.params[HEADS[0]]["main"], after.params[HEADS[0]]["main"])
-    _same(trained.params[HEADS[0]]["new"], after.params[HEADS[0]]["new"])
+    assert all_changed(trained.params[HEADS[0]]["main"], after.params[HEADS[0]]["main"])
+    assert_same(trained.params[HEADS[0]]["new"], after.params[HEADS[0]]["new"])
 
 
 def test_pi_under_vmap_over_seeds():
@@ -405,8 +391,8 @@ def test_pi_under_vmap_over_seeds():
     got = jax.jit(jax.vmap(lambda u, k: iv.on_task_switch(ctx, u, k, TASK, {})))(stacked, keys)
     for i, u in enumerate(units):
         _close(jax.tree.map(lambda x, i=i: x[i], got), iv.on_task_switch(ctx, u, keys[i], TASK, {}))
-    _same(jax.tree.map(lambda x: x[0], got).params[HEADS[0]]["main"], fresh_unit.params[HEADS[0]]["main"])
-    _same(jax.tree.map(lambda x: x[1], got).params[HEADS[0]]["main"], _fold(injected.params)[HEADS[0]]["main"])
+    assert_same(jax.tree.map(lambda x: x[0], got).params[HEADS[0]]["main"], fresh_unit.params[HEADS[0]]["main"])
+    assert_same(jax.tree.map(lambda x: x[1], got).params[HEADS[0]]["main"], _fold(injected.params)[HEADS[0]]["main"])
 
 
 # --------------------------------------------------------------------------------------- compose, errors
@@ -429,7 +415,7 @@ def test_compose_fires_each_switch_hook_once():
         _close(out.params[t], jax.tree.map(lambda x, f: c * np.asarray(x) + (np.float32(1) - c) * np.asarray(f),
                                            unit.params[t], phi[t]))
     for h in HEADS:  # reset (by rl, after snp)
-        _same(out.params[h], fresh[h])
+        assert_same(out.params[h], fresh[h])
 
     both = compose([redo.make(redo.Options(frequency=0, on_task_switch=True)),
                     pi.make(pi.Options(every_task=True))])
