@@ -172,12 +172,15 @@ class SAC(ActionBounds, L.UpdateLoop):
         return (actor, critic, extra), aux
 
     def _actor_steps(self, carry, obs: jax.Array, key: jax.Array):
-        """``policy_frequency`` actor (+ temperature) steps on the same batch; aux averaged over them."""
+        """``policy_frequency`` actor (+ temperature) steps on the same batch; aux averaged over them (one step:
+        no scan, the same key as the scan's single step)."""
         keys = jax.random.split(key, self.cfg.policy_frequency)
+        if self.cfg.policy_frequency == 1:
+            return self._actor_alpha_step(carry, obs, keys[0])
         carry, aux = jax.lax.scan(lambda c, k: self._actor_alpha_step(c, obs, k), carry, keys)
         return carry, {k: v.mean() for k, v in aux.items()}
 
-    def _train_step(self, carry, buffer, key: jax.Array, actor_due: jax.Array):
+    def _train_step(self, carry, buffer, key: jax.Array, actor_due: jax.Array | bool):
         """Critic step; the delayed, repeated actor steps when due; then the critic target's Polyak update."""
         k_batch, k_critic, k_actor = jax.random.split(key, 3)
         batch = replay_sample(buffer, k_batch, self.cfg.batch_size)
@@ -196,7 +199,8 @@ class SAC(ActionBounds, L.UpdateLoop):
         next_obs, env_state, t, ep = env_transition(env, k_env, env_state, obs, action,
                                                     self.cfg.bootstrap_truncation)
         buffer = replay_add(buffer, t)
-        actor_due = (s - s0 + 1) % self.cfg.policy_frequency == 0  # every policy_frequency-th critic step
+        # every policy_frequency-th critic step (every step: statically due, no branch)
+        actor_due = True if self.cfg.policy_frequency == 1 else (s - s0 + 1) % self.cfg.policy_frequency == 0
         units, aux = maybe(s >= s0, lambda u: self._train_step(u, buffer, k_train, actor_due), units)
         caux, aaux = {**aux[CRITIC], TRAINED: aux[TRAINED]}, aux[ACTOR]
         return (units, env_state, next_obs, buffer, key), (caux, aaux, ep)

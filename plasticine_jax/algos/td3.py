@@ -94,14 +94,15 @@ def constant_lr(name: str):
     return lambda hp: (lambda count: hp[name] * jnp.ones_like(count, jnp.float32))
 
 
-def maybe(pred: jax.Array, fn, operand):
+def maybe(pred: jax.Array | bool, fn, operand):
     """``fn(operand) -> (operand', aux)`` when ``pred``, else ``(operand, zeros like aux)`` (a real branch when
-    ``pred`` is unbatched). ``aux`` carries ``TRAINED`` = 1 so masked means can skip the zero branch."""
+    ``pred`` is unbatched; ``pred is True`` = always due, no branch). ``aux`` carries ``TRAINED`` = 1 so masked
+    means can skip the zero branch."""
     def run(x):
         out, aux = fn(x)
         return out, {**aux, TRAINED: jnp.ones((), jnp.float32)}
 
-    return L.step_or_skip(pred, run, operand)
+    return run(operand) if pred is True else L.step_or_skip(pred, run, operand)
 
 
 def masked_mean(aux: dict) -> dict:
@@ -233,7 +234,7 @@ class TD3(ActionBounds, L.UpdateLoop):
         critic = critic.replace(target=polyak(critic.target, critic.params, tau))
         return (actor, critic), {**rename_intervention_loss(aux, ACTOR), L.gradient_norm_key(self.actor): norm}
 
-    def _train_step(self, units, buffer, key: jax.Array, actor_due: jax.Array):
+    def _train_step(self, units, buffer, key: jax.Array, actor_due: jax.Array | bool):
         """One critic step on a replay batch; the delayed actor step (and target updates) when due."""
         k_batch, k_critic, k_actor = jax.random.split(key, 3)
         batch = replay_sample(buffer, k_batch, self.cfg.batch_size)
@@ -250,7 +251,8 @@ class TD3(ActionBounds, L.UpdateLoop):
         next_obs, env_state, t, ep = env_transition(env, k_env, env_state, obs, action,
                                                     self.cfg.bootstrap_truncation)
         buffer = replay_add(buffer, t)
-        actor_due = (s - s0 + 1) % self.cfg.policy_frequency == 0  # every policy_frequency-th critic step
+        # every policy_frequency-th critic step (every step: statically due, no branch)
+        actor_due = True if self.cfg.policy_frequency == 1 else (s - s0 + 1) % self.cfg.policy_frequency == 0
         units, aux = maybe(s >= s0, lambda u: self._train_step(u, buffer, k_train, actor_due), units)
         caux, aaux = {**aux[CRITIC], TRAINED: aux[TRAINED]}, aux[ACTOR]
         return (units, env_state, next_obs, buffer, key), (caux, aaux, ep)
