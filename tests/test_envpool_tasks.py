@@ -26,13 +26,6 @@ from plasticine_jax.errors import ConfigError  # noqa: E402
 S, E = 2, 3
 N = S * E
 
-try:
-    ep.task_kind("BigfishEasy-v0")
-    PROCGEN = None
-except ConfigError as e:  # no Qt 5 runtime on this machine
-    PROCGEN = str(e)
-needs_procgen = pytest.mark.skipif(PROCGEN is not None, reason="no Qt 5 runtime for envpool Procgen")
-
 
 def rollout(env, actions: np.ndarray, switch_at: int | None = None) -> dict:
     """Reset + ``T`` steps inside one ``jit(lax.scan)`` vmapped over the seed axis of ``actions`` [T, S, E, ...];
@@ -187,7 +180,6 @@ def test_dmc_task_switch_walker_stand_to_walk():
 
 
 # ------------------------------------------------------------------------------------------------ Procgen
-@needs_procgen
 def test_procgen_level_switch():
     """Bigfish single levels 5 -> 10 switched at step 6: the level seeds seen are 5 before and 10 from the switch;
     after it, everything equals a Python loop of the level-10 pool."""
@@ -203,7 +195,6 @@ def test_procgen_level_switch():
     assert not np.array_equal(ours["obs"][:, k - 1], ours["obs"][:, k])
 
 
-@needs_procgen
 def test_procgen_task_mode_from_a_continual_config():
     """The reference's task mode (games in sequence, each on the single level 200) from ``--continual.shifts games
     levels``: tables for config.json, one pool per game, and the game switch inside the graph."""
@@ -223,7 +214,6 @@ def test_procgen_task_mode_from_a_continual_config():
     assert_same(ours, ref, slice(k, None))
 
 
-@needs_procgen
 def test_tasks_that_share_id_and_options_share_a_pool():
     env = ep.EnvpoolVecEnv("BigfishEasy-v0", E, tasks=[{"start_level": 5}, {"start_level": 10}, {"start_level": 5}])
     assert env.task_pool == (0, 1, 0) and len(env.specs) == 2
@@ -306,7 +296,6 @@ def assert_task_goes_0_to_1(rows: list[dict]) -> None:
     assert all(np.isfinite(r["plasticity/weight_magnitude"]) for r in rows)
 
 
-@needs_procgen
 def test_ppo_on_a_procgen_level_sequence_from_the_cli(tmp_path):
     rows, cfg = train(tmp_path, "--env", "envpool:BigfishEasy-v0", "--preset", "procgen", "--continual.shifts",
                       "levels", "--continual.levels", "5", "10")

@@ -53,8 +53,9 @@ Design
   agent steps of the whole game.
 * **Procgen**: envpool's defaults are the reference's standard scenario (``num_levels=0``: unlimited levels,
   ``start_level=0``; the mode is in the task id). ``info["level_seed"]`` is the level each step was played on
-  (``final_obs``'s). It needs the system Qt 5 runtime (envs.md §1d); without it the env refuses with one line
-  naming ``apt-get install -y --no-install-recommends libqt5gui5``.
+  (``final_obs``'s). envpool's Procgen links Qt 5 Core/Gui (envs.md §1d): the system's (``libqt5gui5``) when
+  present, else the copy in the ``PyQt5-Qt5`` wheel (in the ``envpool`` extra), loaded by soname before envpool
+  looks for it (``_load_qt5``); with neither the env refuses with one line naming both installs.
 * **DMC** (envs.md §3): envpool's XLA interface reads float64 actions and writes float64 observations, and
   envpool declares the FFI call's buffers with JAX's *canonical* dtypes, which are 32-bit while x64 is off (the
   project's setting): a float32 buffer read or written as float64 corrupts memory. So a DMC pool's XLA functions
@@ -87,9 +88,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
 import difflib
 import importlib
+import importlib.util
 import itertools
+import pathlib
+import sys
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -109,7 +114,8 @@ from plasticine_jax.envs.spaces import Box, Discrete
 from plasticine_jax.errors import ConfigError
 
 INSTALL = 'pip install -e ".[envpool]"'
-QT_INSTALL = "apt-get install -y --no-install-recommends libqt5gui5"
+QT_INSTALL = 'pip install -e ".[envpool]" (its PyQt5-Qt5 wheel) or apt-get install -y libqt5gui5'
+_QT_LIBS = ("libQt5Core.so.5", "libQt5Gui.so.5")
 KINDS = {"envpool.atari": "atari", "envpool.procgen": "procgen", "envpool.mujoco.dmc": "dmc"}
 DEFAULTS: dict[str, dict[str, Any]] = {"atari": {"episodic_life": True, "reward_clip": True},
                                        "procgen": {"channel_first": False}, "dmc": {}}
@@ -143,7 +149,43 @@ DMC_OBS_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _load_qt5() -> bool:
+    """Make Qt 5 Core/Gui loadable for envpool's Procgen: the system's if the loader finds them, else the copy
+    in the PyQt5-Qt5 wheel, loaded globally so Procgen's extension resolves them by soname. True if loaded."""
+    try:
+        for lib in _QT_LIBS:
+            ctypes.CDLL(lib)
+        return True
+    except OSError:
+        pass
+    spec = importlib.util.find_spec("PyQt5")
+    for root in (spec.submodule_search_locations or []) if spec is not None else []:
+        libdir = pathlib.Path(root) / "Qt5" / "lib"
+        if all((libdir / lib).is_file() for lib in _QT_LIBS):
+            try:
+                for lib in _QT_LIBS:
+                    ctypes.CDLL(str(libdir / lib), mode=ctypes.RTLD_GLOBAL)
+                return True
+            except OSError:
+                return False
+    return False
+
+
+def _procgen_module() -> Any:
+    """``envpool.procgen`` with its extension loaded. envpool imports it eagerly and, when Qt 5 is missing,
+    defers the error to first use; after loading Qt (``_load_qt5``) a deferred failure is retried once."""
+    module = importlib.import_module("envpool.procgen")
+    if getattr(module, "_PROCGEN_IMPORT_ERROR", None) is not None and _load_qt5():
+        module = importlib.reload(module)
+    error = getattr(module, "_PROCGEN_IMPORT_ERROR", None)
+    if error is not None:
+        raise ImportError(str(error))
+    return module
+
+
 def _envpool() -> Any:
+    if sys.platform.startswith("linux"):
+        _load_qt5()  # before envpool imports its Procgen extension (a no-op cost for the other families)
     try:
         import envpool
     except ImportError as e:
@@ -167,7 +209,7 @@ def task_kind(task: str) -> str:
         raise ConfigError(f"envpool task '{task}' ({module}) is not supported yet; the envpool backend runs Atari "
                           f"(<Game>-v5), Procgen (<Game><Mode>-v0) and DMC (<Domain><Task>-v1) tasks")
     try:
-        importlib.import_module(module)
+        _procgen_module() if KINDS[module] == "procgen" else importlib.import_module(module)
     except ImportError as e:
         if KINDS[module] == "procgen":
             raise ConfigError(f"envpool Procgen needs the system Qt 5 runtime: {QT_INSTALL} ({e})") from None
