@@ -98,7 +98,7 @@ import sys
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 import jax
@@ -149,9 +149,11 @@ DMC_OBS_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+@cache
 def _load_qt5() -> bool:
     """Make Qt 5 Core/Gui loadable for envpool's Procgen: the system's if the loader finds them, else the copy
-    in the PyQt5-Qt5 wheel, loaded globally so Procgen's extension resolves them by soname. True if loaded."""
+    in the PyQt5-Qt5 wheel, loaded globally so Procgen's extension resolves them by soname. True if loaded
+    (once per process)."""
     try:
         for lib in _QT_LIBS:
             ctypes.CDLL(lib)
@@ -212,7 +214,7 @@ def task_kind(task: str) -> str:
         _procgen_module() if KINDS[module] == "procgen" else importlib.import_module(module)
     except ImportError as e:
         if KINDS[module] == "procgen":
-            raise ConfigError(f"envpool Procgen needs the system Qt 5 runtime: {QT_INSTALL} ({e})") from None
+            raise ConfigError(f"envpool Procgen needs the Qt 5 runtime: {QT_INSTALL} ({e})") from None
         raise ConfigError(f"envpool cannot load {module}: {e}") from None
     return KINDS[module]
 
