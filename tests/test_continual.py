@@ -260,13 +260,15 @@ def test_td3_buffer_kept_or_emptied_and_task_switches():
     cfg = replace(TD3_PRESETS["pendulum"], num_envs=2, steps_per_update=8, learning_starts=16, batch_size=8,
                   buffer_size=256, metric_batch=8)
     per_update = 16
+    state = None
     for reset in (False, True):
         c = ContinualConfig(num_tasks=2, task_timesteps=3 * per_update, shifts=("params",), params=("m",),
                             values=(1.0, 2.0), reset_buffer=reset)
         learner = td3.make_train(cfg, "gymnax:Pendulum-v1", 6 * per_update, (), MetricsConfig(every=2), continual=c)
-        state = learner.init(jax.random.PRNGKey(0))
-        state, out = jax.jit(lambda s, lr=learner: lr.run_updates(s, 0, 3))(state)
-        assert int(state.buffer.size) == 3 * per_update
+        if state is None:  # one filled carry serves both learners: they differ only in what the switch does
+            state = learner.init(jax.random.PRNGKey(0))
+            state, out = jax.jit(lambda s, lr=learner: lr.run_updates(s, 0, 3))(state)
+            assert int(state.buffer.size) == 3 * per_update
         after = learner._switch_task(state, jnp.int32(3))
         assert int(after.buffer.size) == (0 if reset else 3 * per_update)
     state, out = jax.jit(jax.vmap(learner.train))(jax.random.split(jax.random.PRNGKey(0), 2))
