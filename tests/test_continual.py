@@ -198,9 +198,11 @@ def _state_before_switch(learner, seed: int = 0):
 
 def test_norm_stats_restart_or_are_kept():
     cfg = replace(TINY, normalize_obs=True, normalize_reward=True)
+    before = None
     for keep in (False, True):
         learner = tiny_ppo(cont(keep_norm_stats=keep), cfg=cfg)
-        before = _state_before_switch(learner)
+        if before is None:  # one carry serves both learners: they differ only in what the switch does
+            before = _state_before_switch(learner)
         after = jax.jit(lambda s, lr=learner: lr._switch_task(s, jnp.int32(TASK_UPDATES)))(before)
         c0 = float(before.env_state.env_state.obs_rms.count)
         c1 = float(after.env_state.env_state.obs_rms.count)
@@ -215,9 +217,11 @@ def test_norm_stats_restart_or_are_kept():
 
 
 def test_optimizer_state_reset_is_optional():
+    before = None
     for reset in (False, True):
         learner = tiny_ppo(cont(reset_optimizer=reset))
-        before = _state_before_switch(learner)
+        if before is None:  # one carry serves both learners: they differ only in what the switch does
+            before = _state_before_switch(learner)
         after = learner._switch_task(before, jnp.int32(TASK_UPDATES))
         mu = [x for x in jax.tree.leaves(after.units["agent"].opt_state) if x.ndim > 0]
         nonzero = any(bool(jnp.any(x != 0)) for x in mu)
