@@ -54,8 +54,9 @@ Design
 * **Procgen**: envpool's defaults are the reference's standard scenario (``num_levels=0``: unlimited levels,
   ``start_level=0``; the mode is in the task id). ``info["level_seed"]`` is the level each step was played on
   (``final_obs``'s). envpool's Procgen links Qt 5 Core/Gui (envs.md §1d): the system's (``libqt5gui5``) when
-  present, else the copy in the ``PyQt5-Qt5`` wheel (in the ``envpool`` extra), loaded by soname before envpool
-  looks for it (``_load_qt5``); with neither the env refuses with one line naming both installs.
+  present, else the copy in the ``PyQt5-Qt5`` wheel (in the ``envpool`` extra), loaded when a Procgen task is first
+  asked for (``_procgen_module`` loads Qt and retries envpool's deferred import); with neither the env refuses
+  with one line naming both installs. Atari and DMC never load Qt.
 * **DMC** (envs.md §3): envpool's XLA interface reads float64 actions and writes float64 observations, and
   envpool declares the FFI call's buffers with JAX's *canonical* dtypes, which are 32-bit while x64 is off (the
   project's setting): a float32 buffer read or written as float64 corrupts memory. So a DMC pool's XLA functions
@@ -94,7 +95,6 @@ import importlib
 import importlib.util
 import itertools
 import pathlib
-import sys
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -154,22 +154,16 @@ def _load_qt5() -> bool:
     """Make Qt 5 Core/Gui loadable for envpool's Procgen: the system's if the loader finds them, else the copy
     in the PyQt5-Qt5 wheel, loaded globally so Procgen's extension resolves them by soname. True if loaded
     (once per process)."""
-    try:
-        for lib in _QT_LIBS:
-            ctypes.CDLL(lib)
-        return True
-    except OSError:
-        pass
     spec = importlib.util.find_spec("PyQt5")
-    for root in (spec.submodule_search_locations or []) if spec is not None else []:
-        libdir = pathlib.Path(root) / "Qt5" / "lib"
-        if all((libdir / lib).is_file() for lib in _QT_LIBS):
-            try:
-                for lib in _QT_LIBS:
-                    ctypes.CDLL(str(libdir / lib), mode=ctypes.RTLD_GLOBAL)
-                return True
-            except OSError:
-                return False
+    wheel_dirs = [pathlib.Path(root) / "Qt5" / "lib" for root in (spec.submodule_search_locations or [])] \
+        if spec is not None else []
+    for prefix in ("", *(f"{d}/" for d in wheel_dirs)):  # "": the dynamic loader's own search (the system's)
+        try:
+            for lib in _QT_LIBS:
+                ctypes.CDLL(prefix + lib, mode=ctypes.RTLD_GLOBAL)
+            return True
+        except OSError:
+            continue
     return False
 
 
@@ -186,8 +180,6 @@ def _procgen_module() -> Any:
 
 
 def _envpool() -> Any:
-    if sys.platform.startswith("linux"):
-        _load_qt5()  # before envpool imports its Procgen extension (a no-op cost for the other families)
     try:
         import envpool
     except ImportError as e:
