@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
+import sys
+import types
 from typing import Any
 
 import jax
@@ -11,6 +14,56 @@ import numpy as np
 
 from plasticine_jax.envs.spaces import Box, Discrete, Space
 from plasticine_jax.errors import ConfigError
+
+
+class _Deferred(types.ModuleType):
+    """Stands in ``sys.modules`` for a module until one of its attributes is read: then the real module is
+    imported (it takes the stand-in's place) and every read is forwarded to it."""
+
+    def __getattr__(self, attr: str) -> Any:
+        real = self.__dict__.get("_deferred_real")
+        if real is None:
+            if sys.modules.get(self.__name__) is self:
+                del sys.modules[self.__name__]
+            real = importlib.import_module(self.__name__)
+            self._deferred_real = real
+        return getattr(real, attr)
+
+
+# imported by gymnax at import time for its renderers only: ~2 s of every process's start-up on a 2-core CPU
+# (seaborn brings scipy.stats and pandas)
+DEFERRED = ("seaborn", "matplotlib.pyplot")
+
+
+def import_gymnax() -> Any:
+    """The gymnax module, imported with its renderers' modules (``DEFERRED``) deferred: a stand-in takes the
+    place of each until something reads from it, then the real module loads as usual."""
+    if "gymnax" not in sys.modules:
+        for name in DEFERRED:
+            if name in sys.modules:
+                continue
+            try:
+                spec = importlib.util.find_spec(name)
+            except ImportError:
+                spec = None
+            if spec is not None:
+                stand_in = _Deferred(name)
+                stand_in.__spec__ = spec
+                sys.modules[name] = stand_in
+    import gymnax
+
+    return gymnax
+
+
+def check_gymnax_id(env_id: str) -> Any:
+    """The gymnax module, once ``env_id`` is known to be one of its registered envs (else a one-line error with
+    the closest ids)."""
+    gymnax = import_gymnax()
+    if env_id not in gymnax.registered_envs:
+        close = [e for e in gymnax.registered_envs if env_id.lower() in e.lower()]
+        hint = f" (did you mean {', '.join('gymnax:' + c for c in close[:3])}?)" if close else ""
+        raise ConfigError(f"unknown gymnax env '{env_id}'{hint}; see gymnax.registered_envs")
+    return gymnax
 
 
 def _convert_space(space: Any) -> Space:
@@ -34,12 +87,7 @@ class GymnaxVecEnv:
 
     def __init__(self, env_id: str, num_envs: int, params_table: dict[str, Any] | None = None,
                  **env_kwargs: Any):
-        import gymnax
-
-        if env_id not in gymnax.registered_envs:
-            close = [e for e in gymnax.registered_envs if env_id.lower() in e.lower()]
-            hint = f" (did you mean {', '.join('gymnax:' + c for c in close[:3])}?)" if close else ""
-            raise ConfigError(f"unknown gymnax env '{env_id}'{hint}; see gymnax.registered_envs")
+        gymnax = check_gymnax_id(env_id)
         self.env, self.params = gymnax.make(env_id, **env_kwargs)
         self.params_table = None
         if params_table:

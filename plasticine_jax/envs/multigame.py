@@ -45,9 +45,9 @@ class MultiGameState:
 
 def minatar_ids() -> list[str]:
     """The gymnax MinAtar env ids (e.g. ``Breakout-MinAtar``)."""
-    import gymnax
+    from plasticine_jax.envs.gymnax_env import import_gymnax
 
-    return [e for e in gymnax.registered_envs if e.endswith("-MinAtar")]
+    return [e for e in import_gymnax().registered_envs if e.endswith("-MinAtar")]
 
 
 class MultiGameVecEnv:

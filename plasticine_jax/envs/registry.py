@@ -29,12 +29,9 @@ def validate_env_id(spec: str) -> tuple[str, str]:
     """Check the backend and the env id at config time (before anything is built or written)."""
     backend, name = parse_env_id(spec)
     if backend == "gymnax":
-        import gymnax
+        from plasticine_jax.envs.gymnax_env import check_gymnax_id
 
-        if name not in gymnax.registered_envs:
-            close = [e for e in gymnax.registered_envs if name.lower() in e.lower()]
-            hint = f" (did you mean {', '.join('gymnax:' + c for c in close[:3])}?)" if close else ""
-            raise ConfigError(f"unknown gymnax env '{name}'{hint}; see gymnax.registered_envs")
+        check_gymnax_id(name)
     elif backend == "craftax":
         from plasticine_jax.envs.craftax_env import SUPPORTED_IDS
 

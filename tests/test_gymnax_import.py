@@ -1,0 +1,37 @@
+"""gymnax imports with its renderers' modules (seaborn, matplotlib.pyplot) deferred: they are not loaded until
+something reads from them, and then they work as usual (gymnax's own renderers and a user's own imports)."""
+
+import subprocess
+import sys
+
+CODE = r"""
+import sys
+from plasticine_jax.envs.gymnax_env import import_gymnax
+
+gymnax = import_gymnax()
+heavy = [m for m in ("scipy.stats", "pandas", "matplotlib.figure") if m in sys.modules]
+assert not heavy, f"loaded at gymnax import: {heavy}"
+assert type(sys.modules["seaborn"]).__name__ == "_Deferred"
+assert type(sys.modules["matplotlib.pyplot"]).__name__ == "_Deferred"
+
+import gymnax.environments.misc.pong as pong
+palette = pong.sns.color_palette("cubehelix", 3)  # gymnax's Pong renderer reads seaborn through the stand-in
+assert len(palette) == 3 and "scipy.stats" in sys.modules
+assert type(sys.modules["seaborn"]).__name__ == "module"  # the real seaborn took its place
+
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+fig, ax = plt.subplots()
+ax.plot([0, 1], [1, 0])
+assert type(sys.modules["matplotlib.pyplot"]).__name__ == "module" and plt.gcf() is fig
+
+env, params = gymnax.make("CartPole-v1")
+print("ok", type(env).__name__)
+"""
+
+
+def test_gymnax_renderer_modules_load_only_when_used():
+    r = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().endswith("ok CartPole")
