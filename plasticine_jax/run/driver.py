@@ -187,6 +187,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
             outs = jax.tree.map(np.asarray, outs)  # blocks until the chunk is done
             chunk_sps = n * steps_per_update * len(runs) / max(time.time() - t_chunk, 1e-9)
             new_rows = []
+            first = 0  # the first update of this chunk not yet covered by a logged row
             for j in range(n):
                 u = done + j
                 if (u + 1) % every and u + 1 != n_updates:
@@ -194,10 +195,12 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
                 for r, label in enumerate(labels):
                     row = {**label, "step": (u + 1) * steps_per_update, "update": u + 1}
                     row.update({k: float(v[r, j]) for k, v in outs.items()})
+                    row.update(window_episode_stats(outs, r, first, j))
                     row["task"] = int(row.get("charts/current_task", 0))
                     row["charts/SPS"] = chunk_sps
                     new_rows.append(row)
                     jsonl.write(row)
+                first = j + 1
             rows.extend(new_rows)
             done += n
             elapsed = time.time() - t_train
@@ -278,6 +281,31 @@ def _check_divergence(carry: Any, labels: list[dict], steps_per_update: int, mod
                                      f"diverged seeds and go on")
         print(f"warning: {msg}; frozen at its last finite parameters, the other runs go on", file=sys.stderr)
     return found
+
+
+EPISODES = "charts/episodes"
+
+
+def window_episode_stats(outs: dict, r: int, first: int, last: int) -> dict:
+    """Run ``r``'s episode statistics over updates ``first..last`` of a chunk's metrics (``[runs, updates]``
+    arrays), for the row logged at ``last``: the episodes that finished in those updates (only those of the
+    logged update's task in a continual run), their count summed and their returns, lengths and Craftax
+    achievement rates averaged over every one of them (NaN when none finished). A row then summarises every
+    episode since the previous row instead of the logged update's alone, which misses all of them whenever
+    episodes end in step with the logging period (e.g. every CartPole episode at 500 steps)."""
+    if EPISODES not in outs:
+        return {}
+    n = np.asarray(outs[EPISODES][r, first:last + 1], np.float64)
+    if "charts/current_task" in outs:
+        task = outs["charts/current_task"][r, first:last + 1]
+        n = np.where(task == task[-1], n, 0.0)
+    total = n.sum()
+    out = {EPISODES: float(total)}
+    for k, v in outs.items():
+        if k in ("charts/episodic_return", "charts/episodic_length") or k.startswith("charts/achievements/"):
+            x = np.asarray(v[r, first:last + 1], np.float64)
+            out[k] = float((np.where(n > 0, x, 0.0) * n).sum() / total) if total > 0 else float("nan")
+    return out
 
 
 def _final_returns(rows: list[dict], labels: list[dict]) -> np.ndarray:
