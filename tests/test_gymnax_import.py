@@ -1,6 +1,7 @@
 """gymnax imports with its renderers' modules (seaborn, matplotlib.pyplot) deferred: they are not loaded until
 something reads from them, and then they work as usual (gymnax's own renderers and a user's own imports)."""
 
+import os
 import subprocess
 import sys
 
@@ -15,16 +16,19 @@ assert type(sys.modules["seaborn"]).__name__ == "_Deferred"
 assert type(sys.modules["matplotlib.pyplot"]).__name__ == "_Deferred"
 
 import gymnax.environments.misc.pong as pong
-palette = pong.sns.color_palette("cubehelix", 3)  # gymnax's Pong renderer reads seaborn through the stand-in
+palette = pong.sns.color_palette("cubehelix", 3)  # gymnax's Pong renderer: the first read loads seaborn
 assert len(palette) == 3 and "scipy.stats" in sys.modules
-assert type(sys.modules["seaborn"]).__name__ == "module"  # the real seaborn took its place
+assert type(pong.sns).__name__ == "module" and pong.sns is sys.modules["seaborn"]  # the same object, now loaded
 
 import matplotlib
-matplotlib.use("Agg")
+assert type(matplotlib.pyplot).__name__ == "_Deferred"  # on its package too, as an import puts it
 import matplotlib.pyplot as plt
+wrapped = lambda: None
+plt.draw_if_interactive = wrapped  # a write before any read (IPython writes to pyplot) loads it, then lands
+assert type(plt).__name__ == "module" and sys.modules["matplotlib.pyplot"].draw_if_interactive is wrapped
 fig, ax = plt.subplots()
 ax.plot([0, 1], [1, 0])
-assert type(sys.modules["matplotlib.pyplot"]).__name__ == "module" and plt.gcf() is fig
+assert matplotlib.pyplot is plt and plt.gcf() is fig
 
 env, params = gymnax.make("CartPole-v1")
 print("ok", type(env).__name__)
@@ -32,6 +36,7 @@ print("ok", type(env).__name__)
 
 
 def test_gymnax_renderer_modules_load_only_when_used():
-    r = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    r = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().endswith("ok CartPole")

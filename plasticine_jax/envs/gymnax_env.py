@@ -17,17 +17,25 @@ from plasticine_jax.errors import ConfigError
 
 
 class _Deferred(types.ModuleType):
-    """Stands in ``sys.modules`` for a module until one of its attributes is read: then the real module is
-    imported (it takes the stand-in's place) and every read is forwarded to it."""
+    """A module whose code runs the first time one of its attributes is read, written or deleted: then it becomes
+    the ordinary module, the same object (the standard library's ``LazyLoader`` idea, except that an ``import``
+    statement naming it does not count as a read, so gymnax's own imports leave it unloaded)."""
 
-    def __getattr__(self, attr: str) -> Any:
-        real = self.__dict__.get("_deferred_real")
-        if real is None:
-            if sys.modules.get(self.__name__) is self:
-                del sys.modules[self.__name__]
-            real = importlib.import_module(self.__name__)
-            self._deferred_real = real
-        return getattr(real, attr)
+    def _load(self) -> None:
+        object.__setattr__(self, "__class__", types.ModuleType)
+        self.__spec__.loader.exec_module(self)
+
+    def __getattr__(self, attr: str) -> Any:  # only for attributes the module does not have yet
+        self._load()
+        return getattr(self, attr)
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        self._load()
+        setattr(self, attr, value)
+
+    def __delattr__(self, attr: str) -> None:
+        self._load()
+        delattr(self, attr)
 
 
 # imported by gymnax at import time for its renderers only: ~2 s of every process's start-up on a 2-core CPU
@@ -35,21 +43,31 @@ class _Deferred(types.ModuleType):
 DEFERRED = ("seaborn", "matplotlib.pyplot")
 
 
+def _defer(name: str) -> None:
+    """Put an unloaded ``_Deferred`` module ``name`` in ``sys.modules`` (and on its parent package, as an import
+    would), unless it is loaded already or not installed."""
+    if name in sys.modules:
+        return
+    try:
+        spec = importlib.util.find_spec(name)
+    except ImportError:
+        return
+    if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+        return
+    module = importlib.util.module_from_spec(spec)
+    object.__setattr__(module, "__class__", _Deferred)
+    sys.modules[name] = module
+    parent, _, child = name.rpartition(".")
+    if parent:
+        setattr(sys.modules[parent], child, module)  # find_spec imported the parent
+
+
 def import_gymnax() -> Any:
-    """The gymnax module, imported with its renderers' modules (``DEFERRED``) deferred: a stand-in takes the
-    place of each until something reads from it, then the real module loads as usual."""
+    """The gymnax module, imported with its renderers' modules (``DEFERRED``) deferred: each loads, as usual, the
+    first time something uses it."""
     if "gymnax" not in sys.modules:
         for name in DEFERRED:
-            if name in sys.modules:
-                continue
-            try:
-                spec = importlib.util.find_spec(name)
-            except ImportError:
-                spec = None
-            if spec is not None:
-                stand_in = _Deferred(name)
-                stand_in.__spec__ = spec
-                sys.modules[name] = stand_in
+            _defer(name)
     import gymnax
 
     return gymnax
