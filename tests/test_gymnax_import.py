@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 CODE = r"""
 import sys
 from plasticine_jax.envs.gymnax_env import import_gymnax
@@ -40,3 +42,17 @@ def test_gymnax_renderer_modules_load_only_when_used():
     r = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().endswith("ok CartPole")
+
+
+def test_a_deferred_module_that_fails_to_load_is_not_left_half_run(tmp_path, monkeypatch):
+    from plasticine_jax.envs import gymnax_env
+
+    (tmp_path / "plasticine_broken_renderer.py").write_text("X = 1\nraise RuntimeError('broken install')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "plasticine_broken_renderer", raising=False)
+    gymnax_env._defer("plasticine_broken_renderer")
+    module = sys.modules["plasticine_broken_renderer"]
+    assert type(module).__name__ == "_Deferred"
+    with pytest.raises(RuntimeError, match="broken install"):
+        module.X  # noqa: B018 - the first read runs the module's code
+    assert "plasticine_broken_renderer" not in sys.modules  # gone, as after a failed import

@@ -23,7 +23,12 @@ class _Deferred(types.ModuleType):
 
     def _load(self) -> None:
         object.__setattr__(self, "__class__", types.ModuleType)
-        self.__spec__.loader.exec_module(self)
+        try:
+            self.__spec__.loader.exec_module(self)
+        except BaseException:  # as a failed import does: no half-run module left, the next import tries again
+            if sys.modules.get(self.__name__) is self:
+                del sys.modules[self.__name__]
+            raise
 
     def __getattr__(self, attr: str) -> Any:  # only for attributes the module does not have yet
         self._load()
