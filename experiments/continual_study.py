@@ -18,8 +18,8 @@ gap to the fresh network), ``continual_study.png`` (per-task returns; return, do
 magnitude over training with task boundaries), ``study.json`` (every figure), and each run's own directory
 (config.json, metrics.jsonl, summary.json). The wall time is printed and recorded.
 
-    python experiments/continual_study.py                  # the study (about 20 minutes on 2 CPU cores)
-    python experiments/continual_study.py --quick          # smoke: 2 seeds, 5 x 8k steps
+    python experiments/continual_study.py          # the study (18 min on a 2-core AMD EPYC, ~41 on an Intel Xeon)
+    python experiments/continual_study.py --quick  # smoke: 2 seeds, 5 x 8k steps
 """
 
 from __future__ import annotations
