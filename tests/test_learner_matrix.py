@@ -61,8 +61,9 @@ GROUPS = 3
 
 
 def _groups(shift: int) -> list[tuple[str, ...]]:
-    """The registry's interventions rotated by ``shift`` and dealt into ``GROUPS`` compositions (every third one):
-    neighbours in the registry never share one, so crelu and dff (both replace the activation) stay apart."""
+    """The registry's interventions rotated by ``shift`` and dealt into ``GROUPS`` compositions (every third one).
+    Registry neighbours share a group only across the rotation's seam (the list's last and first), so crelu and
+    dff (both replace the activation) stay apart for the shifts used; the partition test checks every group."""
     names = list(REGISTRY)
     names = names[shift:] + names[:shift]
     return [tuple(names[j::GROUPS]) for j in range(GROUPS)]
