@@ -21,6 +21,7 @@ import pytest
 from plasticine_jax.algos import registry
 from plasticine_jax.interventions import REGISTRY, resolve
 from plasticine_jax.interventions.base import compose
+from plasticine_jax.interventions.registry import options_class
 from plasticine_jax.metrics.config import MetricsConfig
 from plasticine_jax.nets import NetConfig
 
@@ -50,11 +51,7 @@ def _tiny(algo: str):
 def _options(names: tuple[str, ...]) -> dict:
     """Schedules short enough to fire within the 3-update run."""
     opts = {"redo": dict(frequency=1), "reset_layers": dict(frequency=2), "plasticity_injection": dict(at=0.5)}
-    out = {}
-    for name in names:
-        mod = __import__(f"plasticine_jax.interventions.{REGISTRY[name][1]}", fromlist=["Options"])
-        out[name] = mod.Options(**opts.get(name, {}))
-    return out
+    return {name: options_class(name)(**opts.get(name, {})) for name in names}
 
 
 GROUPS = 3
@@ -77,11 +74,11 @@ PER_UNIT = ("weight_magnitude", "weight_difference", "gradient_norm")
 
 
 def test_the_compositions_hold_every_intervention_once_per_learner():
-    for i, _ in enumerate(registry.ALGOS):
+    for i in range(len(registry.ALGOS)):
         held = [n for g in _groups(i) for n in g]
         assert sorted(held) == sorted(REGISTRY)
-        for g in _groups(i):
-            compose(resolve(list(g)))  # a legal composition (raises ConfigError otherwise)
+        for g in _groups(i):  # a legal composition (compose raises ConfigError otherwise) of exactly the group
+            assert sorted(compose(resolve(list(g), _options(g))).names) == sorted(g)
 
 
 @pytest.mark.parametrize(("algo", "names"), CASES, ids=[f"{a}-{'+'.join(g)}" for a, g in CASES])
@@ -89,9 +86,8 @@ def test_interventions_train_with_learner(algo, names):
     cfg, env, tags = _tiny(algo)
     probe = registry.learner_module(algo).make_train(cfg, env, 1_000_000, (), MetricsConfig(every=1))
     steps = UPDATES * probe.env_steps_per_update
-    ivs = resolve(list(names), _options(names))
-    assert sorted(compose(ivs).names) == sorted(names)
-    lrn = registry.learner_module(algo).make_train(cfg, env, steps, ivs, MetricsConfig(every=1))
+    lrn = registry.learner_module(algo).make_train(cfg, env, steps, resolve(list(names), _options(names)),
+                                                   MetricsConfig(every=1))
     assert lrn.num_updates == UPDATES
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
     _, m = jax.jit(jax.vmap(lrn.train))(keys)
