@@ -5,7 +5,8 @@ from a clone. Run it from the repository root. One run prints four tables (and w
 as JSON); ``--sections`` picks a subset:
 
 1. scaling: PPO on each env for 1, 4, 16, 64 vmapped seeds: compile time of
-   ``jax.jit(jax.vmap(learner.train)).lower(keys).compile()``, env steps/s of the compiled call (total steps
+   ``jax.jit(jax.vmap(learner.train)).lower(keys).compile()`` (one seed unbatched, as the driver compiles a
+   single run: ``run.run_axis.over_runs``), env steps/s of the compiled call (total steps
    over all seeds / wall time, best of ``--repeats`` calls after compile, ``jax.block_until_ready``), XLA
    memory of the executable (``compiled.memory_analysis()``: temp + argument + output) and the process's
    max RSS so far (cumulative over the run, so only an upper bound for later rows);
@@ -212,12 +213,15 @@ def _memory(compiled) -> dict:
 
 
 def compile_and_time(learner, keys, repeats: int):
-    """(compiled, compile seconds, call times, last output) of ``jax.jit(jax.vmap(learner.train))`` over
-    ``keys``: compiled ahead of time, then called ``repeats`` (at least 1) times, each blocked until ready."""
+    """(compiled, compile seconds, call times, last output) of ``learner.train`` over ``keys`` as the driver
+    compiles it (``jax.jit(jax.vmap(train))``; one seed unbatched, ``run.run_axis.over_runs``): compiled ahead of
+    time, then called ``repeats`` (at least 1) times, each blocked until ready."""
     import jax
 
+    from plasticine_jax.run.run_axis import over_runs
+
     t0 = time.perf_counter()
-    compiled = jax.jit(jax.vmap(learner.train)).lower(keys).compile()
+    compiled = jax.jit(over_runs(learner.train)).lower(keys).compile()
     compile_s = time.perf_counter() - t0
     times, out = [], None
     for _ in range(max(1, repeats)):
@@ -250,7 +254,7 @@ class Bench:
     def measure(self, env: str, seeds: int, timesteps: int, metrics_every: int,
                 iv_names: tuple[str, ...] = (), iv_options: dict | None = None, algo: str = "ppo",
                 preset: str | None = None) -> dict:
-        """Compile ``jax.jit(jax.vmap(learner.train))`` for ``seeds`` seeds of ``algo`` (``make_train`` of its
+        """Compile ``learner.train`` (``compile_and_time``) for ``seeds`` seeds of ``algo`` (``make_train`` of its
         registry module; ``preset`` defaults to ``--preset`` for PPO and to ``default_preset(env)`` otherwise) and
         time the compiled call."""
         from plasticine_jax.algos import registry

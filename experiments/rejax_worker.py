@@ -6,7 +6,8 @@ imports nothing from plasticine_jax. Reads one JSON job (``--job FILE``)::
     {"algo": "ppo" | "pqn" | "td3" | "sac", "config": {rejax create() kwargs, without total_timesteps},
      "runs": [{"seeds": 8, "timesteps": 100000, "repeats": 1, "evaluate": true}, ...], "episodes": 128}
 
-For each run it compiles ``jax.jit(jax.vmap(algo.train))`` (``.lower(keys).compile()``) with evaluation OFF
+For each run it compiles ``jax.jit(jax.vmap(algo.train))`` (``jax.jit(algo.train)`` for one seed, as our driver
+compiles a single run unbatched; ``.lower(keys).compile()``) with evaluation OFF
 inside the timed call (no-op ``eval_callback``, ``eval_freq = total_timesteps``), times the compiled call
 ``repeats`` times (best kept), reads the env steps actually taken from the final ``global_step`` and, when
 ``evaluate``, evaluates every seed's final policy afterwards, untimed, with rejax's own evaluator (``episodes``
@@ -47,7 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         timed = algo.replace(eval_callback=lambda a, ts, rng: jnp.zeros((), jnp.float32))
         keys = jax.random.split(jax.random.PRNGKey(int(run.get("seed", 0))), n)
         t0 = time.perf_counter()
-        compiled = jax.jit(jax.vmap(timed.train)).lower(keys).compile()
+        if n == 1:  # one seed: rejax's single-run program (jit(train)), as ours is (run_axis.over_runs)
+            def train(k, timed=timed):
+                return jax.tree.map(lambda a: a[None], timed.train(k[0]))
+        else:
+            train = jax.vmap(timed.train)
+        compiled = jax.jit(train).lower(keys).compile()
         compile_s = time.perf_counter() - t0
         times, out = [], None
         for _ in range(max(1, int(run.get("repeats", 1)))):

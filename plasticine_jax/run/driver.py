@@ -25,6 +25,7 @@ from plasticine_jax.errors import ConfigError
 from plasticine_jax.interventions.registry import resolve
 from plasticine_jax.run import batch_invariance, compile_cache, devices
 from plasticine_jax.run import checkpoint as ckpt
+from plasticine_jax.run.run_axis import over_runs
 from plasticine_jax.run.sinks import JsonlSink, Progress, WandbSink, to_jsonable
 
 
@@ -127,10 +128,10 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
                           f"updates) differ from this run's ({chunk} of {n_updates}); start it again without --resume")
 
     mesh = devices.runs_mesh(n_dev)
-    vstep = jax.vmap(learner.run_updates, in_axes=(0, None, None))
+    vstep = over_runs(learner.run_updates, in_axes=(0, None, None))
     keys, hp = devices.put((keys, hp), mesh)
     t0 = time.time()
-    carry = fresh = devices.compile_runs(jax.vmap(learner.init), mesh, (keys, hp))(keys, hp)
+    carry = fresh = devices.compile_runs(over_runs(learner.init), mesh, (keys, hp))(keys, hp)
     jax.block_until_ready(carry)
     rows: list[dict] = []
     done, train_before = 0, 0.0

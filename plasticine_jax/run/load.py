@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from plasticine_jax.config import RunConfig
 from plasticine_jax.errors import ConfigError
 from plasticine_jax.run import checkpoint as ckpt
+from plasticine_jax.run.run_axis import over_runs
 
 __all__ = ["LoadedRun", "checkpoint_steps", "config_from_argv", "load_final_state", "load_run", "run_config"]
 
@@ -112,7 +113,7 @@ def load_run(run_dir: str | Path, step: int | None = None, cfg: RunConfig | None
     runs = [(s, p) for p in sweep for s in seeds]
     keys = jnp.stack([jax.random.PRNGKey(s) for s, _ in runs])
     hp = {k: jnp.asarray([p.get(k, v) for _, p in runs], jnp.float32) for k, v in learner.default_hparams().items()}
-    template = jax.jit(jax.vmap(learner.init))(keys, hp)
+    template = jax.jit(over_runs(learner.init))(keys, hp)
     carry = ckpt.restore(run_dir, step, position, template, ckpt.is_host_env(cfg.run.env))
     labels = [{"seed": s, **p} for s, p in runs]
     return LoadedRun(learner, carry, step, position, cfg, labels, hp, keys)
