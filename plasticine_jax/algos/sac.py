@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from plasticine_jax.algos import learner as L
+from plasticine_jax.algos import rng
 from plasticine_jax.algos.replay import replay_add, replay_sample
 from plasticine_jax.algos.sac_config import SACConfig, validate
 from plasticine_jax.algos.sac_losses import (
@@ -94,7 +95,7 @@ class SAC(ActionBounds, L.UpdateLoop):
     def init(self, key: jax.Array, hparams: dict | None = None) -> RunState:
         """Fresh carry for one seed: both units (critic target = copy), env, empty replay, log_alpha = log(alpha)."""
         hp = L.resolve_hparams(self.default_hparams(), hparams)
-        k_actor, k_critic, k_env, k_iva, k_ivc, k_run = jax.random.split(key, 6)
+        k_actor, k_critic, k_env, k_iva, k_ivc, k_run = rng.split(key, 6)
         actor = L.init_unit(self.actor, self.iv, k_actor, hp, k_iva)
         critic = L.init_unit(self.critic, self.iv, k_critic, hp, k_ivc)
         obs, env_state = self.env.reset(k_env)
@@ -119,7 +120,7 @@ class SAC(ActionBounds, L.UpdateLoop):
 
     def _act(self, actor: Unit, obs: jax.Array, key: jax.Array, warmup: jax.Array) -> jax.Array:
         """Uniform random actions during warm-up, else a policy sample."""
-        k_rand, k_pi = jax.random.split(key)
+        k_rand, k_pi = rng.split(key)
         shape = (self.cfg.num_envs, self.action_low.shape[0])
         rand = jax.random.uniform(k_rand, shape, minval=self.action_low, maxval=self.action_high)
         action, _ = self._sample(actor.params, actor.net_state, obs, k_pi)
@@ -145,7 +146,7 @@ class SAC(ActionBounds, L.UpdateLoop):
     # ------------------------------------------------------------------ update
     def _critic_step(self, carry, batch: Transition, key: jax.Array):
         actor, critic, extra = carry
-        k_target, k_step = jax.random.split(key)
+        k_target, k_step = rng.split(key)
         y = self._target(actor, critic, batch, jnp.exp(extra["log_alpha"]), k_target)
         loss_fn = L.loss_with_interventions(self.critic, self.iv, self._critic_loss)
         (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(critic.params, critic, batch, y)
@@ -155,7 +156,7 @@ class SAC(ActionBounds, L.UpdateLoop):
     def _actor_alpha_step(self, carry, obs: jax.Array, key: jax.Array):
         """One actor step (its after_step hooks fire here), then one temperature step on a fresh sample."""
         actor, critic, extra = carry
-        k_actor, k_step, k_alpha = jax.random.split(key, 3)
+        k_actor, k_step, k_alpha = rng.split(key, 3)
         alpha = jnp.exp(extra["log_alpha"])
         loss_fn = L.loss_with_interventions(self.actor, self.iv, self._actor_loss)
         (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(actor.params, actor, critic, obs, alpha, k_actor)
@@ -174,7 +175,7 @@ class SAC(ActionBounds, L.UpdateLoop):
     def _actor_steps(self, carry, obs: jax.Array, key: jax.Array):
         """``policy_frequency`` actor (+ temperature) steps on the same batch; aux averaged over them (one step:
         no scan, the same key as the scan's single step)."""
-        keys = jax.random.split(key, self.cfg.policy_frequency)
+        keys = rng.split(key, self.cfg.policy_frequency)
         if self.cfg.policy_frequency == 1:
             return self._actor_alpha_step(carry, obs, keys[0])
         carry, aux = jax.lax.scan(lambda c, k: self._actor_alpha_step(c, obs, k), carry, keys)
@@ -182,7 +183,7 @@ class SAC(ActionBounds, L.UpdateLoop):
 
     def _train_step(self, carry, buffer, key: jax.Array, actor_due: jax.Array | bool):
         """Critic step; the delayed, repeated actor steps when due; then the critic target's Polyak update."""
-        k_batch, k_critic, k_actor = jax.random.split(key, 3)
+        k_batch, k_critic, k_actor = rng.split(key, 3)
         batch = replay_sample(buffer, k_batch, self.cfg.batch_size)
         carry, caux = self._critic_step(carry, batch, k_critic)
         carry, aaux = maybe(actor_due, lambda c: self._actor_steps(c, batch.obs, k_actor), carry)
@@ -193,7 +194,7 @@ class SAC(ActionBounds, L.UpdateLoop):
     def _env_step(self, env, carry, s: jax.Array):
         """Env step ``s`` (per-env global index, unbatched): act, step, store, then train once learning started."""
         units, env_state, obs, buffer, key = carry
-        key, k_act, k_env, k_train = jax.random.split(key, 4)
+        key, k_act, k_env, k_train = rng.split(key, 4)
         s0 = first_training_step(self.cfg.learning_starts, self.cfg.num_envs)
         action = self._act(units[0], obs, k_act, s < s0)
         next_obs, env_state, t, ep = env_transition(env, k_env, env_state, obs, action,
@@ -216,7 +217,7 @@ class SAC(ActionBounds, L.UpdateLoop):
             ((actor, critic, state.extra), state.env_state, state.obs, state.buffer, state.key), s)
 
         # activations once per unit, on a static metric batch from replay: read by interventions and metrics
-        key, k_mb, k_iva, k_ivc = jax.random.split(key, 4)
+        key, k_mb, k_iva, k_ivc = rng.split(key, 4)
         mb = replay_sample(buffer, k_mb, cfg.metric_batch)
         heavy_due = L.metrics_due(self.metrics, update_idx)
         due = heavy_due | self.activations_due(update_idx)

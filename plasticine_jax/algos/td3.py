@@ -24,6 +24,7 @@ import numpy as np
 from flax import struct
 
 from plasticine_jax.algos import learner as L
+from plasticine_jax.algos import rng
 from plasticine_jax.algos.replay import replay_add, replay_init, replay_sample
 from plasticine_jax.algos.state import RunState, StepCounter, Unit
 from plasticine_jax.algos.td3_config import TD3Config, validate
@@ -167,7 +168,7 @@ class TD3(ActionBounds, L.UpdateLoop):
     def init(self, key: jax.Array, hparams: dict | None = None) -> RunState:
         """Fresh carry for one seed: both units (targets = copies of the online nets), env, empty replay."""
         hp = L.resolve_hparams(self.default_hparams(), hparams)
-        k_actor, k_critic, k_env, k_iva, k_ivc, k_run = jax.random.split(key, 6)
+        k_actor, k_critic, k_env, k_iva, k_ivc, k_run = rng.split(key, 6)
         actor = L.init_unit(self.actor, self.iv, k_actor, hp, k_iva)
         critic = L.init_unit(self.critic, self.iv, k_critic, hp, k_ivc)
         obs, env_state = self.env.reset(k_env)
@@ -187,7 +188,7 @@ class TD3(ActionBounds, L.UpdateLoop):
 
     def _act(self, actor: Unit, obs: jax.Array, key: jax.Array, warmup: jax.Array) -> jax.Array:
         """Uniform random actions during warm-up, else pi(s) + N(0, (exploration_noise * scale)^2), clipped."""
-        k_rand, k_noise = jax.random.split(key)
+        k_rand, k_noise = rng.split(key)
         shape = (self.cfg.num_envs, self.action_low.shape[0])
         rand = jax.random.uniform(k_rand, shape, minval=self.action_low, maxval=self.action_high)
         noise = jax.random.normal(k_noise, shape) * actor.hp["exploration_noise"] * self.action_scale
@@ -216,7 +217,7 @@ class TD3(ActionBounds, L.UpdateLoop):
     # ------------------------------------------------------------------ update
     def _critic_step(self, units, batch: Transition, key: jax.Array):
         actor, critic = units
-        k_target, k_step = jax.random.split(key)
+        k_target, k_step = rng.split(key)
         y = self._target(actor, critic, batch, k_target)
         loss_fn = L.loss_with_interventions(self.critic, self.iv, self._critic_loss)
         (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(critic.params, critic, batch, y)
@@ -236,7 +237,7 @@ class TD3(ActionBounds, L.UpdateLoop):
 
     def _train_step(self, units, buffer, key: jax.Array, actor_due: jax.Array | bool):
         """One critic step on a replay batch; the delayed actor step (and target updates) when due."""
-        k_batch, k_critic, k_actor = jax.random.split(key, 3)
+        k_batch, k_critic, k_actor = rng.split(key, 3)
         batch = replay_sample(buffer, k_batch, self.cfg.batch_size)
         units, caux = self._critic_step(units, batch, k_critic)
         units, aaux = maybe(actor_due, lambda u: self._actor_step(u, batch.obs, k_actor), units)
@@ -245,7 +246,7 @@ class TD3(ActionBounds, L.UpdateLoop):
     def _env_step(self, env, carry, s: jax.Array):
         """Env step ``s`` (per-env global index, unbatched): act, step, store, then train once learning started."""
         units, env_state, obs, buffer, key = carry
-        key, k_act, k_env, k_train = jax.random.split(key, 4)
+        key, k_act, k_env, k_train = rng.split(key, 4)
         s0 = first_training_step(self.cfg.learning_starts, self.cfg.num_envs)
         action = self._act(units[0], obs, k_act, s < s0)
         next_obs, env_state, t, ep = env_transition(env, k_env, env_state, obs, action,
@@ -268,7 +269,7 @@ class TD3(ActionBounds, L.UpdateLoop):
             ((actor, critic), state.env_state, state.obs, state.buffer, state.key), s)
 
         # activations once per unit, on a static metric batch from replay: read by interventions and metrics
-        key, k_mb, k_iva, k_ivc = jax.random.split(key, 4)
+        key, k_mb, k_iva, k_ivc = rng.split(key, 4)
         mb = replay_sample(buffer, k_mb, cfg.metric_batch)
         heavy_due = L.metrics_due(self.metrics, update_idx)
         due = heavy_due | self.activations_due(update_idx)
