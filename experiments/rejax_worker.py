@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         if n == 1:  # one seed: rejax's single-run program (jit(train)), as ours is (run_axis.over_runs)
             def train(k, timed=timed):
-                return jax.tree.map(lambda a: a[None], timed.train(k[0]))
+                return jax.tree.map(lambda a: jnp.asarray(a)[None], timed.train(k[0]))
         else:
             train = jax.vmap(timed.train)
         compiled = jax.jit(train).lower(keys).compile()
