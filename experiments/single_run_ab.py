@@ -1,5 +1,5 @@
 """A/B of the single-run program: through ``vmap`` (a batch of 1) vs unbatched (``run.run_axis.over_runs``), in one
-process; for TD3, SAC and C51 also unbatched with plain ``jax.random.split`` instead of ``algos.rng.split``.
+process; for TD3 and SAC also unbatched with plain ``jax.random.split`` instead of ``algos.rng.split``.
 
 The driver traces a single run without ``vmap``: ``jax.jit(jax.vmap(train))`` spends most of its trace and
 lowering time batching the nested scans of the update loop. Unbatched, XLA copies more key hashes into their
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         learner = parity.our_learner(w, w.speed_timesteps)
         keys = jax.random.split(jax.random.PRNGKey(0), 1)
         variants = {"vmap": (True, True), "unbatched": (False, True)}
-        if w.algo in ("td3", "sac", "c51"):
+        if w.algo in ("td3", "sac"):
             variants["unbatched, jax.random.split"] = (False, False)
         times = {v: [] for v in variants}
         compiled = {}

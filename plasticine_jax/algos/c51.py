@@ -37,7 +37,6 @@ import jax
 import jax.numpy as jnp
 
 from plasticine_jax.algos import learner as L
-from plasticine_jax.algos import rng
 from plasticine_jax.algos.c51_config import C51Config, validate
 from plasticine_jax.algos.c51_losses import c51_loss, categorical_projection, make_support, q_values
 from plasticine_jax.algos.pqn_losses import epsilon_greedy, linear_schedule
@@ -155,7 +154,7 @@ class C51(L.UpdateLoop):
     def init(self, key: jax.Array, hparams: dict | None = None) -> RunState:
         """Fresh carry for one seed (empty replay buffer). ``hparams`` overrides ``default_hparams()``."""
         hp = L.resolve_hparams(self.default_hparams(), hparams)
-        k_net, k_env, k_iv, k_run = rng.split(key, 4)
+        k_net, k_env, k_iv, k_run = jax.random.split(key, 4)
         unit = L.init_unit(self.unit, self.iv, k_net, hp, k_iv)
         obs, env_state = self.env.reset(k_env)
         return RunState({UNIT: unit}, env_state, obs, k_run, StepCounter.zero(), jnp.zeros((), jnp.int32),
@@ -179,7 +178,7 @@ class C51(L.UpdateLoop):
     def _env_step(self, env, unit, carry, _):
         """One step of every env (epsilon evaluated at the global step before it, CleanRL), into the buffer."""
         env_state, obs, steps, buffer, key = carry
-        key, k_act, k_env = rng.split(key, 3)
+        key, k_act, k_env = jax.random.split(key, 3)
         eps = self._epsilon(unit.hp, steps)
         action = epsilon_greedy(k_act, self._q(unit.params, unit, obs), eps)
         next_obs, env_state, reward, terminated, _, info = env.step(k_env, env_state, action)
@@ -205,7 +204,7 @@ class C51(L.UpdateLoop):
     # ------------------------------------------------------------------ update
     def _train_step(self, unit, buffer, key):
         """One gradient step on a replay batch."""
-        k_sample, k_step = rng.split(key)
+        k_sample, k_step = jax.random.split(key)
         batch = replay_sample(buffer, k_sample, self.cfg.batch_size)
         target_pmf = self._targets(unit, batch)
         loss_fn = L.loss_with_interventions(self.unit, self.iv, self._loss)
@@ -221,7 +220,7 @@ class C51(L.UpdateLoop):
         (env_state, obs, steps, buffer, key), (ep, eps) = jax.lax.scan(
             lambda c, x: self._env_step(env, unit, c, x), (env_state, obs, steps, buffer, key), None,
             self.cfg.train_frequency)
-        key, k_train = rng.split(key)
+        key, k_train = jax.random.split(key)
         nb = self.blocks_per_update
         learn = blocks_reached(update_idx, block_idx, nb, self.learning_starts_blocks)
         unit, aux = L.step_or_skip(learn, lambda u: self._train_step(u, buffer, k_train), unit)
@@ -239,7 +238,7 @@ class C51(L.UpdateLoop):
         unit, env_state, obs, steps, buffer, key = carry
 
         # activations once, on a replay sample: read by interventions and metrics alike
-        key, k_metric, k_iv = rng.split(key, 3)
+        key, k_metric, k_iv = jax.random.split(key, 3)
         metric_obs = replay_sample(buffer, k_metric, self.cfg.metric_batch)["obs"]
         heavy_due = L.metrics_due(self.metrics, update_idx)
         acts = L.unit_activations(self.unit, unit, (metric_obs,), heavy_due | self.activations_due(update_idx))

@@ -6,8 +6,9 @@ them, and a chain of splits (step key -> train key -> critic key -> target key) 
 single-run program, half of its 37k optimized HLO instructions were threefry rounds and XLA's compile took 1.5x
 as long as with each hash computed once. ``split`` returns ``jax.random.split``'s keys bit for bit, passed through
 an integer remainder by a zero XLA cannot see is zero (``x % 0 == x`` in XLA): an op XLA counts as expensive
-and never duplicates, so each hash runs once and its keys are read from memory. A step that draws once per key
-(PPO's rollout) gains nothing from this and would pay a kernel per split, so PPO keeps ``jax.random.split``.
+and never duplicates, so each hash runs once and its keys are read from memory. That costs a kernel per split at
+run time (TD3 and SAC single runs: 5-8 % of steps/s, README Performance), so learners whose steps draw once per
+key (PPO, PQN and C51 rollouts) keep ``jax.random.split``.
 """
 
 from __future__ import annotations
