@@ -36,15 +36,17 @@ def build(learner, keys, batched: bool, split_once: bool = True) -> tuple[object
     once = rng.computed_once
     if not split_once:
         rng.computed_once = lambda x: x
-    fn = jax.vmap(learner.train) if batched else over_runs(learner.train)
-    t0 = time.perf_counter()
-    traced = jax.jit(fn).trace(keys)
-    t1 = time.perf_counter()
-    lowered = traced.lower()
-    t2 = time.perf_counter()
-    compiled = lowered.compile()
-    t3 = time.perf_counter()
-    rng.computed_once = once
+    try:
+        fn = jax.vmap(learner.train) if batched else over_runs(learner.train)
+        t0 = time.perf_counter()
+        traced = jax.jit(fn).trace(keys)
+        t1 = time.perf_counter()
+        lowered = traced.lower()
+        t2 = time.perf_counter()
+        compiled = lowered.compile()
+        t3 = time.perf_counter()
+    finally:
+        rng.computed_once = once
     return compiled, (t1 - t0, t2 - t1, t3 - t2)
 
 

@@ -21,12 +21,12 @@ from plasticine_jax.run import batch_invariance
 def over_runs(fn: Callable, in_axes: int | None | tuple[int | None, ...] = 0) -> Callable:
     """``jax.vmap(fn, in_axes)``, except that a call with a run axis of size 1 runs ``fn`` unbatched on that run
     and returns its outputs with a leading axis of 1. ``in_axes``: 0 (mapped) or None (shared) per argument."""
+    if any(a not in (0, None) for a in (in_axes if isinstance(in_axes, tuple) else (in_axes,))):
+        raise ValueError(f"over_runs maps axis 0 or nothing; got in_axes={in_axes}")
     batched = jax.vmap(fn, in_axes=in_axes)
 
     def call(*args: Any) -> Any:
         axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
-        if any(a not in (0, None) for a in axes):
-            raise ValueError(f"over_runs maps axis 0 or nothing; got in_axes={in_axes}")
         sizes = {x.shape[0] for arg, a in zip(args, axes, strict=True) if a == 0 for x in jax.tree.leaves(arg)}
         if sizes != {1} or batch_invariance.active():
             return batched(*args)
