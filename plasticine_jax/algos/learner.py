@@ -42,7 +42,8 @@ class Learner(Protocol):
 
     def init(self, key: jax.Array, hparams: dict | None = None) -> RunState: ...
 
-    def run_updates(self, state: RunState, start: int | jax.Array, num: int) -> tuple[RunState, dict]: ...
+    def run_updates(self, state: RunState, start: int | jax.Array, num: int,
+                    count: int | jax.Array | None = None) -> tuple[RunState, dict]: ...
 
     def train(self, key: jax.Array, hparams: dict | None = None) -> tuple[RunState, dict]: ...
 
@@ -67,10 +68,17 @@ class UpdateLoop:
             hp["continual.fresh"] = float(self.continual.fresh)
         return hp
 
-    def run_updates(self, state: RunState, start: int | jax.Array, num: int) -> tuple[RunState, dict]:
-        """Run ``num`` updates starting at global update index ``start`` (unbatched under vmap)."""
+    def run_updates(self, state: RunState, start: int | jax.Array, num: int,
+                    count: int | jax.Array | None = None) -> tuple[RunState, dict]:
+        """Run ``num`` updates starting at global update index ``start`` (unbatched under vmap).
+
+        With ``count`` (unbatched; may be traced) only the first ``min(count, num)`` updates run and the metrics
+        keep ``num`` rows, zeros past ``count``: one executable then serves every chunk length (the driver's
+        last, shorter chunk) instead of a second compile of the whole update."""
         idx = jnp.asarray(start, jnp.int32) + jnp.arange(num, dtype=jnp.int32)
-        return jax.lax.scan(self._scan_update, state, idx)
+        if count is None:
+            return jax.lax.scan(self._scan_update, state, idx)
+        return scan_first(self._scan_update, state, idx, count)
 
     def _scan_update(self, state: RunState, update_idx: jax.Array) -> tuple[RunState, dict]:
         """One update, preceded by the task switch on the first update of every task after the first, followed
@@ -256,6 +264,24 @@ def _traced_once(fn: Callable, operand):
         return jax.tree.unflatten(tree, jax_core.jaxpr_as_fun(closed)(*jax.tree.leaves(x)))
 
     return replay, shapes
+
+
+def scan_first(body: Callable, carry, xs: jax.Array, count: int | jax.Array):
+    """``lax.scan(body, carry, xs)`` over only the first ``count`` entries of ``xs`` (a traced trip count):
+    (final carry, outputs with all ``len(xs)`` rows, zeros past ``count``). A ``while_loop`` writing each step's
+    outputs in place, as scan's own lowering does; ``body`` is traced once."""
+    n = xs.shape[0]
+    step_fn, (_, out_shapes) = _traced_once(lambda cx: body(*cx), (carry, xs[0]))
+    stop = jnp.minimum(jnp.asarray(count, jnp.int32), n)
+
+    def step(c):
+        state, i, outs = c
+        state, out = step_fn((state, xs[i]))
+        return state, i + 1, jax.tree.map(lambda buf, v: buf.at[i].set(v), outs, out)
+
+    outs = jax.tree.map(lambda s: jnp.zeros((n, *s.shape), s.dtype), out_shapes)
+    carry, _, outs = jax.lax.while_loop(lambda c: c[1] < stop, step, (carry, jnp.int32(0), outs))
+    return carry, outs
 
 
 def _zeros(shapes):

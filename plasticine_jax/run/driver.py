@@ -9,6 +9,7 @@ import math
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,19 +121,18 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
     keys = jnp.stack([jax.random.PRNGKey(s) for s, _ in runs])
     hp = {k: jnp.asarray([p.get(k, v) for _, p in runs], jnp.float32) for k, v in learner.default_hparams().items()}
     n_updates = learner.num_updates
-    every = opts.log_every or (cfg.metrics.every if cfg.metrics.every > 0 else 10)
-    chunk = opts.chunk_updates or max(every, math.ceil(n_updates / 20 / every) * every)
-    chunk = min(chunk, n_updates)
+    every = log_every(cfg)
+    chunk = chunk_updates(n_updates, every, opts.chunk_updates)
     if resume is not None and (resume[1].chunk_updates, resume[1].num_updates) != (chunk, n_updates):
         raise ConfigError(f"--resume: the checkpoint's chunks ({resume[1].chunk_updates} of {resume[1].num_updates} "
                           f"updates) differ from this run's ({chunk} of {n_updates}); start it again without --resume")
 
     mesh = devices.runs_mesh(n_dev)
-    vstep = over_runs(learner.run_updates, in_axes=(0, None, None))
     keys, hp = devices.put((keys, hp), mesh)
     t0 = time.time()
-    carry = fresh = devices.compile_runs(over_runs(learner.init), mesh, (keys, hp))(keys, hp)
+    carry, run_chunk = compile_programs(learner, mesh, keys, hp, chunk)
     jax.block_until_ready(carry)
+    compile_time = time.time() - t0
     rows: list[dict] = []
     done, train_before = 0, 0.0
     if resume is not None:  # every check passes before the first write to the out dir
@@ -146,20 +146,6 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
             print(f"note: {opts.env.split(':')[0]} envs run outside the compiled graph and their simulator state is "
                   f"not checkpointed; they restart from fresh episodes (everything else is restored)",
                   file=sys.stderr)
-    compiled: dict[int, Any] = {}
-
-    def get_compiled(n: int):
-        if n not in compiled:
-            # lowered from the fresh carry, never a restored one (restored arrays lose jax's weak types), so a
-            # resumed run runs the very executable of the uninterrupted run; with several devices every device
-            # runs the one-device program on its own slice of runs (``devices.compile_runs``)
-            compiled[n] = devices.compile_runs(lambda c, s: vstep(c, s, n), mesh, (fresh, 0), replicated=(1,))
-        return compiled[n]
-
-    get_compiled(chunk)
-    if n_updates % chunk:
-        get_compiled(n_updates % chunk)  # the last, shorter chunk: compiled now so SPS figures stay honest
-    compile_time = time.time() - t0
     labels = [{"seed": s, **{k: v for k, v in p.items()}} for s, p in runs]
     jsonl = JsonlSink(out / "metrics.jsonl")
     wandb = None if opts.no_wandb else WandbSink(out, cfg, labels, resume[1].wandb_id if resume else None)
@@ -184,8 +170,8 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> RunResult:
         while done < n_updates:
             n = min(chunk, n_updates - done)
             t_chunk = time.time()
-            carry, outs = get_compiled(n)(carry, done)
-            outs = jax.tree.map(np.asarray, outs)  # blocks until the chunk is done
+            carry, outs = run_chunk(carry, done, n)
+            outs = jax.tree.map(lambda x, n=n: np.asarray(x)[:, :n], outs)  # blocks until the chunk is done
             chunk_sps = n * steps_per_update * len(runs) / max(time.time() - t_chunk, 1e-9)
             new_rows = []
             first = 0  # the first update of this chunk not yet covered by a logged row
@@ -253,6 +239,45 @@ def divergence_label(d: dict) -> str:
     """The run of a divergence record (``summary.json``'s ``diverged``): ``seed 0, learning_rate 1e+08``."""
     return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items()
                      if k not in ("update", "step", "quantity"))
+
+
+def log_every(cfg: RunConfig) -> int:
+    """Updates between logged rows: ``--log-every``, else the metrics cadence, else 10."""
+    return cfg.run.log_every or (cfg.metrics.every if cfg.metrics.every > 0 else 10)
+
+
+def chunk_updates(n_updates: int, every: int, requested: int = 0) -> int:
+    """Updates per compiled chunk: ``requested`` (``--chunk-updates``), else about a twentieth of the run in whole
+    logging periods; never more than the run."""
+    return min(requested or max(every, math.ceil(n_updates / 20 / every) * every), n_updates)
+
+
+def compile_programs(learner: Learner, mesh, keys: jax.Array, hp: dict, chunk: int) -> tuple[Any, Any]:
+    """(the fresh carry, the chunk executable ``(carry, start, count) -> (carry, metrics)``).
+
+    One executable serves every chunk: it runs ``count`` <= ``chunk`` updates (a traced trip count), so the last,
+    shorter chunk needs no second compile of the whole update. It is lowered from the fresh carry's types, never
+    a restored carry's (restored arrays lose jax's weak types), so a resumed run runs the very executable of the
+    uninterrupted run. On one device it is lowered from ``eval_shape`` of init (the same types, weak ones
+    included) while XLA compiles init in a thread, which it does without the GIL: init's compile is hidden. With
+    several devices every device runs the one-device program on its own slice of runs (``devices.compile_runs``).
+    """
+    vstep = over_runs(learner.run_updates, in_axes=(0, None, None, None))
+
+    def chunk_fn(carry, start, count):
+        return vstep(carry, start, chunk, count)
+
+    init = over_runs(learner.init)
+    if mesh is not None:
+        fresh = devices.compile_runs(init, mesh, (keys, hp))(keys, hp)
+        return fresh, devices.compile_runs(chunk_fn, mesh, (fresh, 0, chunk), replicated=(1, 2))
+    jitted = jax.jit(init)
+    lowered = jitted.lower(keys, hp)
+    with ThreadPoolExecutor(1) as pool:
+        init_exe = pool.submit(lowered.compile)
+        run_chunk = devices.compile_runs(chunk_fn, None, (jax.eval_shape(jitted, keys, hp), 0, chunk))
+        fresh = init_exe.result()(keys, hp)
+    return fresh, run_chunk
 
 
 def _check_divergence(carry: Any, labels: list[dict], steps_per_update: int, mode: str, known: list[dict],
