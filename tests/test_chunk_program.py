@@ -6,6 +6,7 @@ instead of compiling the whole update again. The runs it produces are the runs o
 from __future__ import annotations
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -94,3 +95,34 @@ def test_uneven_last_chunk_compiles_no_second_program(tmp_path, monkeypatch):
     a, b = _rows(tmp_path / "three"), _rows(tmp_path / "seven")
     assert [r["update"] for r in a if r["seed"] == 0] == list(range(1, 8))
     assert a == b
+
+
+def _program(compiled) -> str:
+    """Optimized HLO without source metadata (stack frames are recorded in trace order)."""
+    text = compiled.as_text().split("\nFileNames")[0]
+    return re.sub(r", metadata=\{[^}]*\}", "", text)
+
+
+def test_chunk_program_lowered_from_init_shapes_is_the_one_from_the_fresh_carry():
+    """``compile_programs`` lowers the chunk program from ``eval_shape`` of init (while init compiles): the same
+    optimized program as lowered from the fresh carry itself, and the same fresh carry (weak types included)."""
+    from plasticine_jax.run.driver import compile_programs
+    from plasticine_jax.run.run_axis import over_runs
+
+    cfg = resolve_run(tyro.cli(TrainArgs, args=["--total-timesteps", "1000", "--ppo.num-envs", "2",
+                                                "--ppo.num-steps", "50"]))
+    learner = build_learner(cfg)
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in (0, 1)])
+    hp = {k: jnp.full((2,), v, jnp.float32) for k, v in learner.default_hparams().items()}
+    fresh, run_chunk = compile_programs(learner, None, keys, hp, 4)
+    want = jax.jit(over_runs(learner.init))(keys, hp)
+    for a, b in zip(jax.tree.leaves(fresh), jax.tree.leaves(want), strict=True):
+        assert a.dtype == b.dtype and a.weak_type == b.weak_type
+        np.testing.assert_array_equal(a, b)
+    vstep = over_runs(learner.run_updates, in_axes=(0, None, None, None))
+
+    def chunk_fn(carry, start, count):  # named as the driver's, which names the HLO module
+        return vstep(carry, start, 4, count)
+
+    direct = jax.jit(chunk_fn).lower(want, 0, 4).compile()
+    assert _program(run_chunk) == _program(direct)
