@@ -1,7 +1,7 @@
 """What a CLI run waits before its first update: the driver's programs built as before 2026-12-02 (init compiled
 and run, then one chunk program per chunk length: a second whole-update compile whenever the run does not divide
-into chunks) vs now (``run.driver.compile_programs``: one chunk program with a traced update count, lowered while
-XLA compiles init in a thread). Built in ONE process, ``--rounds`` times in alternation (caches cleared before each
+into chunks) vs now (``run.driver.compile_programs``: one chunk program with a traced update count, which the last,
+shorter chunk reuses). Built in ONE process, ``--rounds`` times in alternation (caches cleared before each
 build), best kept; then both chunk programs are called alternately on the fresh carry (best of ``--rounds``), so
 the machine's drift hits both alike. Runs are the README's command-line examples at 1 seed, configured as the CLI
 configures them (presets, chunking, metrics).

@@ -83,14 +83,14 @@ def test_uneven_last_chunk_compiles_no_second_program(tmp_path, monkeypatch):
     real = devices.compile_runs
 
     def counting(fn, mesh, example, replicated=()):
-        calls.append(example[-1])
+        calls.append(example[2] if len(example) == 3 else "init")  # the chunk program's example: its length
         return real(fn, mesh, example, replicated)
 
     monkeypatch.setattr(devices, "compile_runs", counting)
     args = ["train", "--total-timesteps", "3500", "--num-seeds", "2", "--log-every", "1", "--no-wandb",
             "--no-progress", "--compile-cache", "off"]
     assert main([*args, "--chunk-updates", "3", "--out", str(tmp_path / "three")]) == 0
-    assert calls == [3]  # the chunk program, once; the last chunk of 1 update reuses it
+    assert calls == ["init", 3]  # the chunk program, once; the last chunk of 1 update reuses it
     assert main([*args, "--chunk-updates", "7", "--out", str(tmp_path / "seven")]) == 0
     a, b = _rows(tmp_path / "three"), _rows(tmp_path / "seven")
     assert [r["update"] for r in a if r["seed"] == 0] == list(range(1, 8))
@@ -103,9 +103,9 @@ def _program(compiled) -> str:
     return re.sub(r", metadata=\{[^}]*\}", "", text)
 
 
-def test_chunk_program_lowered_from_init_shapes_is_the_one_from_the_fresh_carry():
-    """``compile_programs`` lowers the chunk program from ``eval_shape`` of init (while init compiles): the same
-    optimized program as lowered from the fresh carry itself, and the same fresh carry (weak types included)."""
+def test_compile_programs_gives_the_fresh_carry_and_the_chunk_program():
+    """``compile_programs``: init's fresh carry (weak types included) and the chunk program lowered from it,
+    the program a resumed run compiles again."""
     from plasticine_jax.run.driver import compile_programs
     from plasticine_jax.run.run_axis import over_runs
 

@@ -9,7 +9,6 @@ import math
 import shutil
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -256,28 +255,18 @@ def compile_programs(learner: Learner, mesh, keys: jax.Array, hp: dict, chunk: i
     """(the fresh carry, the chunk executable ``(carry, start, count) -> (carry, metrics)``).
 
     One executable serves every chunk: it runs ``count`` <= ``chunk`` updates (a traced trip count), so the last,
-    shorter chunk needs no second compile of the whole update. It is lowered from the fresh carry's types, never
-    a restored carry's (restored arrays lose jax's weak types), so a resumed run runs the very executable of the
-    uninterrupted run. On one device it is lowered from ``eval_shape`` of init (the same types, weak ones
-    included) while XLA compiles init in a thread, which it does without the GIL: init's compile is hidden. With
-    several devices every device runs the one-device program on its own slice of runs (``devices.compile_runs``).
-    """
+    shorter chunk needs no second compile of the whole update. It is lowered from the fresh carry, never a
+    restored one (restored arrays lose jax's weak types), so a resumed run runs the very executable of the
+    uninterrupted run; with several devices every device runs the one-device program on its own slice of runs
+    (``devices.compile_runs``). (Compiling init in a thread meanwhile gained nothing on 2 cores: XLA:CPU's own
+    compile already keeps ~1.6 cores busy.)"""
     vstep = over_runs(learner.run_updates, in_axes=(0, None, None, None))
 
     def chunk_fn(carry, start, count):
         return vstep(carry, start, chunk, count)
 
-    init = over_runs(learner.init)
-    if mesh is not None:
-        fresh = devices.compile_runs(init, mesh, (keys, hp))(keys, hp)
-        return fresh, devices.compile_runs(chunk_fn, mesh, (fresh, 0, chunk), replicated=(1, 2))
-    jitted = jax.jit(init)
-    lowered = jitted.lower(keys, hp)
-    with ThreadPoolExecutor(1) as pool:
-        init_exe = pool.submit(lowered.compile)
-        run_chunk = devices.compile_runs(chunk_fn, None, (jax.eval_shape(jitted, keys, hp), 0, chunk))
-        fresh = init_exe.result()(keys, hp)
-    return fresh, run_chunk
+    fresh = devices.compile_runs(over_runs(learner.init), mesh, (keys, hp))(keys, hp)
+    return fresh, devices.compile_runs(chunk_fn, mesh, (fresh, 0, chunk), replicated=(1, 2))
 
 
 def _check_divergence(carry: Any, labels: list[dict], steps_per_update: int, mode: str, known: list[dict],
