@@ -16,6 +16,9 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # parity.py: best_alternating
 
 RUNS = {  # name: CLI arguments (the README's examples)
     "ppo-cartpole": ["--algo", "ppo", "--env", "gymnax:CartPole-v1", "--total-timesteps", "500000"],
@@ -63,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import jax
     import jax.numpy as jnp
+    import parity
     import tyro
 
     from plasticine_jax.config import TrainArgs, resolve_run
@@ -84,16 +88,11 @@ def main(argv: list[str] | None = None) -> int:
             for v, build in (("before", build_before), ("now", build_now)):
                 progs[v], t = build(learner, keys, hp, chunk)
                 best[v] = min(best[v], t)
-        calls = {"before": (progs["before"][0], (progs["before"][1], 0)),
-                 "now": (progs["now"][0], (progs["now"][1], 0, chunk))}  # a whole chunk from the fresh carry
-        run = {v: float("inf") for v in calls}
-        for fn, call_args in calls.values():
+        calls = {"before": (progs["before"][0], progs["before"][1], 0),
+                 "now": (progs["now"][0], progs["now"][1], 0, chunk)}  # a whole chunk from the fresh carry
+        for fn, *call_args in calls.values():
             jax.block_until_ready(fn(*call_args))  # warm-up
-        for _ in range(max(1, args.rounds)):
-            for v, (fn, call_args) in calls.items():
-                t0 = time.perf_counter()
-                jax.block_until_ready(fn(*call_args))
-                run[v] = min(run[v], time.perf_counter() - t0)
+        run = parity.best_alternating(calls, args.rounds)
         print(f"{name:<22} {learner.num_updates:>7} {chunk:>6} {best['before']:>17.2f} {best['now']:>6.2f}"
               f" {best['now'] / best['before']:>6.2f} {run['now'] / run['before']:>22.3f}", flush=True)
         del progs, calls

@@ -255,15 +255,15 @@ def speed_program(w: Workload, seeds: int):
 
 
 def best_alternating(calls: dict, rounds: int) -> dict:
-    """``{name: (compiled, keys)}`` called in turn ``rounds`` times; each name's fastest call in seconds, so the
-    machine's drift hits every variant alike."""
+    """``{name: (compiled, *args)}`` (e.g. ``(compiled, keys)``) called in turn ``rounds`` times; each name's fastest
+    call in seconds, so the machine's drift hits every variant alike."""
     import jax
 
     best = dict.fromkeys(calls, float("inf"))
     for _ in range(max(1, rounds)):
-        for name, (compiled, keys) in calls.items():
+        for name, (compiled, *args) in calls.items():
             t0 = time.perf_counter()
-            jax.block_until_ready(compiled(keys))
+            jax.block_until_ready(compiled(*args))
             best[name] = min(best[name], time.perf_counter() - t0)
     return best
 
