@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from plasticine_jax.algos import learner as L
+from plasticine_jax.algos import rng
 from plasticine_jax.algos.c51_config import C51Config, validate
 from plasticine_jax.algos.c51_losses import c51_loss, categorical_projection, make_support, q_values
 from plasticine_jax.algos.pqn_losses import epsilon_greedy, linear_schedule
@@ -154,7 +155,7 @@ class C51(L.UpdateLoop):
     def init(self, key: jax.Array, hparams: dict | None = None) -> RunState:
         """Fresh carry for one seed (empty replay buffer). ``hparams`` overrides ``default_hparams()``."""
         hp = L.resolve_hparams(self.default_hparams(), hparams)
-        k_net, k_env, k_iv, k_run = jax.random.split(key, 4)
+        k_net, k_env, k_iv, k_run = rng.split(key, 4)  # hashed once, not in each init kernel
         unit = L.init_unit(self.unit, self.iv, k_net, hp, k_iv)
         obs, env_state = self.env.reset(k_env)
         return RunState({UNIT: unit}, env_state, obs, k_run, StepCounter.zero(), jnp.zeros((), jnp.int32),

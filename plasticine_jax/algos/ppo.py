@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from plasticine_jax.algos import learner as L
-from plasticine_jax.algos import shuffle
+from plasticine_jax.algos import rng, shuffle
 from plasticine_jax.algos.ppo_config import PPOConfig
 from plasticine_jax.algos.ppo_losses import distribution, gae, ppo_loss
 from plasticine_jax.algos.state import RunState, StepCounter
@@ -78,7 +78,7 @@ class PPO(L.UpdateLoop):
     def init(self, key: jax.Array, hparams: dict | None = None) -> RunState:
         """Fresh carry for one seed. ``hparams`` overrides entries of ``default_hparams()``."""
         hp = L.resolve_hparams(self.default_hparams(), hparams)
-        k_net, k_env, k_iv, k_run = jax.random.split(key, 4)
+        k_net, k_env, k_iv, k_run = rng.split(key, 4)  # hashed once, not in each init kernel
         unit = L.init_unit(self.unit, self.iv, k_net, hp, k_iv)
         obs, env_state = self.env.reset(k_env)
         return RunState({UNIT: unit}, env_state, obs, k_run, StepCounter.zero(), jnp.zeros((), jnp.int32),

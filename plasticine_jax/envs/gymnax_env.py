@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from plasticine_jax.algos import rng
 from plasticine_jax.envs.spaces import Box, Discrete, Space
 from plasticine_jax.errors import ConfigError
 
@@ -134,7 +135,7 @@ class GymnaxVecEnv:
         return out
 
     def reset(self, key: jax.Array, previous: Any = None) -> tuple[jax.Array, Any]:
-        keys = jax.random.split(key, self.num_envs)
+        keys = rng.split(key, self.num_envs)  # hashed once, not in each kernel of the envs' reset
         obs, state = jax.vmap(self.env.reset, in_axes=(0, None))(keys, self.params)
         return obs.astype(jnp.float32), state
 
