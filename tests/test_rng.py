@@ -1,6 +1,6 @@
 """``algos.rng``: ``split`` gives ``jax.random.split``'s keys bit for bit, and XLA computes each hash once where
-plain splits feeding several kernels are re-hashed inside each of them (fewer threefry rounds in the program)."""
-
+plain splits feeding several kernels are re-hashed inside each of them (fewer threefry rounds in the program),
+in the off-policy learners' steps and in every learner's init."""
 from __future__ import annotations
 
 import re
@@ -57,3 +57,30 @@ def test_each_hash_is_computed_once():
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
+
+
+def test_init_splits_are_hashed_once_with_the_same_carry():
+    """PPO's init and the gymnax reset split through ``rng.split``: built as before (plain ``jax.random.split``
+    in those modules, ``experiments/init_compile_ab.py``'s ``build``), the init program holds more threefry
+    rounds, and both give the same carry bit for bit."""
+    import sys
+    from dataclasses import replace
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    import init_compile_ab
+
+    from plasticine_jax.algos import registry
+
+    cfg = replace(registry.config_module("ppo").PRESETS["cartpole"], num_envs=3, num_steps=8,
+                  num_minibatches=2)
+    learner = registry.learner_module("ppo").make_train(cfg, env_id="gymnax:CartPole-v1", total_timesteps=48)
+    keys = jax.random.PRNGKey(7)[None]
+    hp = {k: jnp.full((1,), v, jnp.float32) for k, v in learner.default_hparams().items()}
+    built = {v: init_compile_ab.build(learner, keys, hp, split_once=v)[0] for v in (False, True)}
+    xors = {v: c.as_text().count(" xor(") for v, c in built.items()}
+    assert xors[True] < 0.7 * xors[False], xors
+    leaves = {v: jax.tree.leaves(jax.tree.map(lambda x: jax.random.key_data(x) if jnp.issubdtype(
+        x.dtype, jax.dtypes.prng_key) else x, c(keys, hp))) for v, c in built.items()}
+    for a, b in zip(leaves[False], leaves[True], strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
