@@ -1,6 +1,7 @@
 """``algos.rng``: ``split`` gives ``jax.random.split``'s keys bit for bit, and XLA computes each hash once where
 plain splits feeding several kernels are re-hashed inside each of them (fewer threefry rounds in the program),
 in the off-policy learners' steps and in every learner's init."""
+
 from __future__ import annotations
 
 import re
