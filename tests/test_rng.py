@@ -25,6 +25,13 @@ def test_split_is_jax_split_bit_for_bit():
     np.testing.assert_array_equal(np.asarray(batched),
                                   np.asarray(jax.vmap(lambda k: jax.random.split(k, 4))(jax.random.split(
                                       jax.random.PRNGKey(5), 3))))
+    typed = jax.random.key(9)  # typed keys stay typed, with the same key data
+    got = rng.split(typed, 3)
+    assert jax.dtypes.issubdtype(got.dtype, jax.dtypes.prng_key)
+    np.testing.assert_array_equal(np.asarray(jax.random.key_data(jax.jit(rng.split, static_argnums=1)(typed, 3))),
+                                  np.asarray(jax.random.key_data(jax.random.split(typed, 3))))
+    np.testing.assert_array_equal(np.asarray(jax.random.key_data(got)),
+                                  np.asarray(jax.random.key_data(jax.random.split(typed, 3))))
     edges = np.array([0, 1, 2**16 - 1, 2**16, 2**31, 2**32 - 2, 2**32 - 1], np.uint32)
     np.testing.assert_array_equal(np.asarray(jax.jit(rng.computed_once)(jnp.asarray(edges))), edges)
     with pytest.raises(TypeError, match="uint32"):

@@ -29,5 +29,9 @@ def computed_once(x: jax.Array) -> jax.Array:
 
 
 def split(key: jax.Array, num: int = 2) -> jax.Array:
-    """``jax.random.split(key, num)``, computed once (see the module docstring)."""
-    return computed_once(jax.random.split(key, num))
+    """``jax.random.split(key, num)``, computed once (see the module docstring); raw uint32 keys or typed ones
+    (``jax.random.key``, e.g. the gymnax envs a multi-game sequence builds), returned in the kind given."""
+    keys = jax.random.split(key, num)
+    if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(computed_once(jax.random.key_data(keys)), impl=jax.random.key_impl(keys))
+    return computed_once(keys)
