@@ -66,7 +66,6 @@ def test_each_hash_is_computed_once():
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-
 def test_init_splits_are_hashed_once_with_the_same_carry():
     """PPO's init and the gymnax reset split through ``rng.split``: built as before (plain ``jax.random.split``
     in those modules, ``experiments/init_compile_ab.py``'s ``build``), the init program holds more threefry
