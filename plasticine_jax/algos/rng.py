@@ -21,17 +21,17 @@ from jax import lax
 
 
 def computed_once(x: jax.Array) -> jax.Array:
-    """``x`` (uint32, e.g. raw keys) unchanged, as a value XLA computes in one kernel instead of in each consumer."""
+    """``x`` unchanged (uint32, e.g. raw keys, or typed keys from ``jax.random.key``, whose key data it passes
+    through and wraps back with the key's own impl), as a value XLA computes in one kernel instead of in each
+    consumer."""
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(computed_once(jax.random.key_data(x)), impl=jax.random.key_impl(x))
     if x.dtype != np.uint32:
-        raise TypeError(f"computed_once takes uint32 arrays (raw PRNG keys), not {x.dtype}")
+        raise TypeError(f"computed_once takes uint32 arrays (raw PRNG keys) or typed keys, not {x.dtype}")
     zero = lax.shift_right_logical(lax.shift_right_logical(x, np.uint32(16)), np.uint32(16))  # 0, unseen by XLA
     return lax.rem(x, zero)
 
 
 def split(key: jax.Array, num: int = 2) -> jax.Array:
-    """``jax.random.split(key, num)``, computed once (see the module docstring); raw uint32 keys or typed ones
-    (``jax.random.key``, e.g. the gymnax envs a multi-game sequence builds), returned in the kind given."""
-    keys = jax.random.split(key, num)
-    if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
-        return jax.random.wrap_key_data(computed_once(jax.random.key_data(keys)), impl=jax.random.key_impl(keys))
-    return computed_once(keys)
+    """``jax.random.split(key, num)``, computed once (see the module docstring), raw or typed as ``key`` is."""
+    return computed_once(jax.random.split(key, num))
