@@ -31,6 +31,22 @@ RUNS = {  # name: CLI arguments (the README's examples)
 }
 
 
+def one_seed_run(name: str) -> tuple[object, object, object, dict]:
+    """(resolved config, learner, keys [1, 2], hyperparameters [1]) of the command-line example ``name`` at 1 seed,
+    configured as the CLI configures it (presets, chunking, metrics)."""
+    import jax
+    import jax.numpy as jnp
+    import tyro
+
+    from plasticine_jax.config import TrainArgs, resolve_run
+    from plasticine_jax.run.driver import build_learner
+
+    cfg = resolve_run(tyro.cli(TrainArgs, args=[*RUNS[name], "--num-seeds", "1"]))
+    learner = build_learner(cfg)
+    hp = {k: jnp.full((1,), v, jnp.float32) for k, v in learner.default_hparams().items()}
+    return cfg, learner, jax.random.PRNGKey(0)[None], hp
+
+
 def build_before(learner, keys, hp, chunk: int) -> tuple[object, float]:
     """The former driver: init compiled and run, then ``run_updates`` compiled for each chunk length."""
     import jax
@@ -65,23 +81,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import jax
-    import jax.numpy as jnp
     import parity
-    import tyro
 
-    from plasticine_jax.config import TrainArgs, resolve_run
-    from plasticine_jax.run.driver import build_learner, chunk_updates, log_every
+    from plasticine_jax.run.driver import chunk_updates, log_every
 
     jax.config.update("jax_enable_compilation_cache", False)
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {os.cpu_count()} CPUs, rounds {args.rounds}")
     print(f"{'run':<22} {'updates':>7} {'chunk':>6} {'compile s before':>17} {'now':>6} {'ratio':>6}"
           f" {'chunk call now/before':>22}")
     for name in args.runs.split(","):
-        cfg = resolve_run(tyro.cli(TrainArgs, args=[*RUNS[name], "--num-seeds", "1"]))
-        learner = build_learner(cfg)
+        cfg, learner, keys, hp = one_seed_run(name)
         chunk = chunk_updates(learner.num_updates, log_every(cfg), cfg.run.chunk_updates)
-        keys = jax.random.PRNGKey(0)[None]
-        hp = {k: jnp.full((1,), v, jnp.float32) for k, v in learner.default_hparams().items()}
         best = {"before": float("inf"), "now": float("inf")}
         progs = {}
         for _ in range(max(1, args.rounds)):

@@ -56,7 +56,7 @@ def build(learner, keys, hp, split_once: bool) -> tuple[object, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cli_compile_ab import RUNS
+    from cli_compile_ab import RUNS, one_seed_run
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", default=",".join(RUNS), help=f"comma list from {','.join(RUNS)}")
@@ -66,10 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     import jax
     import jax.numpy as jnp
     import numpy as np
-    import tyro
-
-    from plasticine_jax.config import TrainArgs, resolve_run
-    from plasticine_jax.run.driver import build_learner
 
     jax.config.update("jax_enable_compilation_cache", False)
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {os.cpu_count()} CPUs, rounds {args.rounds}")
@@ -78,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.runs.split(","):
         if name not in RUNS:
             p.error(f"unknown run '{name}'; use some of {','.join(RUNS)}")
-        learner = build_learner(resolve_run(tyro.cli(TrainArgs, args=[*RUNS[name], "--num-seeds", "1"])))
-        keys = jax.random.PRNGKey(0)[None]
-        hp = {k: jnp.full((1,), v, jnp.float32) for k, v in learner.default_hparams().items()}
+        _, learner, keys, hp = one_seed_run(name)
         best, progs = {"before": float("inf"), "now": float("inf")}, {}
         for _ in range(max(1, args.rounds)):
             for v in ("before", "now"):
