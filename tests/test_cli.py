@@ -24,6 +24,18 @@ def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
                           env=env, cwd=cwd, timeout=600)
 
 
+def _main(capsys, *args: str) -> tuple[int, str]:
+    """``cli.main(args)`` in this process: (exit code, what it wrote to stderr). Parse errors exit through tyro."""
+    from plasticine_jax.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    return code, capsys.readouterr().err
+
+
 def _rows(out_dir) -> list[dict]:
     return [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
@@ -84,11 +96,28 @@ def test_sweep_vmaps_hyperparameters(tmp_path):
     (["--metrics.cadence", "epoch"], "--metrics.cadence"),
     (["--on-divergence", "ignore"], "--on-divergence"),
 ])
-def test_bad_input_one_clear_line(tmp_path, args, needle):
+def test_bad_input_one_clear_line(tmp_path, capsys, args, needle):
+    """In this process (``cli.main``, what ``python -m plasticine_jax`` calls): each bad input is one line and a
+    non-zero code; the same through a real process is test_bad_input_exits_the_process_with_one_line."""
+    code, err = _main(capsys, "train", "--total-timesteps", "1024", "--num-seeds", "1", "--out",
+                      str(tmp_path / "bad"), "--no-wandb", *args)
+    assert code != 0
+    assert "Traceback" not in err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], err
+    assert not (tmp_path / "bad" / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--num-seeds", "0"], "num-seeds"),  # rejected while parsing (tyro's exit)
+    (["--interventions", "ca,dff"], "both replace the hidden activation"),  # rejected while resolving the run
+])
+def test_bad_input_exits_the_process_with_one_line(tmp_path, args, needle):
+    """``python -m plasticine_jax``: a non-zero exit status and nothing else on stderr (no warning, no
+    traceback), for an error of the parser and one of the run's resolution."""
     r = _cli("train", "--total-timesteps", "1024", "--num-seeds", "1", "--out", str(tmp_path / "bad"),
              "--no-wandb", *args)
     assert r.returncode != 0
-    assert "Traceback" not in r.stderr
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], r.stderr
     assert not (tmp_path / "bad" / "metrics.jsonl").exists()
