@@ -25,7 +25,8 @@ def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 def _main(capsys, *args: str) -> tuple[int, str]:
-    """``cli.main(args)`` in this process: (exit code, what it wrote to stderr). Parse errors exit through tyro."""
+    """``cli.main(args)`` in this process: (exit code, what it wrote to stderr); tyro's own parse errors exit
+    through ``SystemExit``, whose code is returned."""
     from plasticine_jax.cli import main
 
     capsys.readouterr()
@@ -109,12 +110,12 @@ def test_bad_input_one_clear_line(tmp_path, capsys, args, needle):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--num-seeds", "0"], "num-seeds"),  # rejected while parsing (tyro's exit)
-    (["--interventions", "ca,dff"], "both replace the hidden activation"),  # rejected while resolving the run
+    (["--num-seeds", "0"], "num-seeds"),  # a run option out of range
+    (["--interventions", "ca,dff"], "both replace the hidden activation"),  # interventions that cannot compose
 ])
 def test_bad_input_exits_the_process_with_one_line(tmp_path, args, needle):
     """``python -m plasticine_jax``: a non-zero exit status and nothing else on stderr (no warning, no
-    traceback), for an error of the parser and one of the run's resolution."""
+    traceback), for a bad run option and for interventions that cannot compose."""
     r = _cli("train", "--total-timesteps", "1024", "--num-seeds", "1", "--out", str(tmp_path / "bad"),
              "--no-wandb", *args)
     assert r.returncode != 0
