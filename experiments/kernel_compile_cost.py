@@ -12,7 +12,6 @@ shapes, its distinct fused expressions), and fusion counts overstate it (README 
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 
@@ -45,9 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="builds per cell; the fastest is kept")
     args = p.parse_args(argv)
 
-    import jax
+    from bench import machine_info
 
-    print(f"{platform.processor() or platform.machine()}, jax {jax.__version__}, {jax.devices()[0].platform}")
+    m = machine_info()
+    print(f"{m['cpu']}, {m['usable_cores']} usable cores, jax {m['jax']}, {m['device']}")
     print(f"{'kernels':>8} {'shapes':>9} {'fusions':>8} {'compile s':>10} {'ms / kernel':>12}")
     for n in args.kernels:
         for distinct in (True, False):
