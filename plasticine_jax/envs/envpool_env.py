@@ -461,8 +461,9 @@ class EnvpoolVecEnv:
         if bad:
             raise ConfigError(f"envpool option '{bad[0]}' is set by the backend (num_envs per seed x seeds); drop it")
         options = {**DEFAULTS[kind], **options}
+        items = tuple(sorted(options.items()))  # the cache key of the spaces and of the pool
         try:
-            obs_space, act_space = _spaces(task, self.seed, tuple(sorted(options.items())))
+            obs_space, act_space = _spaces(task, self.seed, items)
         except (TypeError, AssertionError, ValueError, RuntimeError) as e:
             raise ConfigError(f"envpool {task}: bad options {options}: {e}") from None
         obs_keys, action_shape = (), ()
@@ -482,8 +483,7 @@ class EnvpoolVecEnv:
             size = int(np.prod(shape))
             observations = Box((0.0,) * size, (255.0,) * size, shape)
             actions = Discrete(int(act_space.n))
-        pool = PoolSpec(task, kind, self.seed, tuple(sorted(options.items())), raw_shape, uid, obs_keys,
-                        action_shape)
+        pool = PoolSpec(task, kind, self.seed, items, raw_shape, uid, obs_keys, action_shape)
         return pool, observations, actions
 
     # ------------------------------------------------------------------ tasks
