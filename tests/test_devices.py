@@ -141,6 +141,22 @@ def test_choose_devices_rules():
     assert devices.runs_mesh(1) is None
 
 
+def test_batch_invariant_keeps_two_runs_per_device(monkeypatch):
+    """One run on a device compiles another program (``run_axis``), so --batch-invariant never splits that far."""
+    from plasticine_jax.run import batch_invariance
+
+    monkeypatch.setattr(devices.jax, "devices", lambda: ["d0", "d1", "d2", "d3"])
+    assert devices.choose_devices(4, 0, host_env=False) == (4, None)  # default flags: one run per device
+    monkeypatch.setattr(batch_invariance, "active", lambda: True)
+    assert devices.choose_devices(8, 0, host_env=False) == (4, None)
+    assert devices.choose_devices(4, 0, host_env=False) == (2, "--batch-invariant keeps at least 2 runs per device: "
+                                                             "4 runs over 4 devices use 2 (make seeds x sweep points "
+                                                             "a multiple of 8 to use them all)")
+    assert devices.choose_devices(3, 0, host_env=False)[0] == 1
+    assert devices.choose_devices(1, 0, host_env=False)[0] == 1
+    assert devices.choose_devices(6, 2, host_env=False) == (2, None)
+
+
 def test_sharded_run_resumes_bit_exact_and_refuses_another_split(four, tmp_path):
     """Killed after 2 chunks on 2 of the 4 devices, resumed there: the rows of the uninterrupted 4-device run."""
     cut = _run([*FLAGS, "--out", str(tmp_path / "cut"), "--stop-after-chunks", "2", "--devices", "2"], 4)

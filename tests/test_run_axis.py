@@ -1,5 +1,6 @@
 """``run.run_axis.over_runs``: several runs are vmapped; a single run is traced without ``vmap`` and gets its run axis
-back, with the values of the vmapped program (up to XLA's float rounding); ``--batch-invariant`` keeps ``vmap``."""
+back, with the values of the vmapped program (up to XLA's float rounding); under ``--batch-invariant`` it is vmapped
+with a copy of itself (a run axis of 2: XLA compiles a run axis of 1 like a plain call)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from plasticine_jax.run.run_axis import over_runs
 
 
 def _probe():
-    """A per-run function that records, for each trace, whether it was batched by ``vmap``."""
-    seen = []
+    """A per-run function that records, for each trace, whether it was batched by ``vmap`` (and the batch size)."""
+    seen, sizes = [], []
 
     @jax.custom_batching.custom_vmap
     def mark(x):
@@ -26,6 +27,7 @@ def _probe():
     @mark.def_vmap
     def _batched(axis_size, in_batched, x):
         seen[-1] = True
+        sizes.append(axis_size)
         return x, in_batched[0]
 
     def f(x, k, n):
@@ -33,6 +35,7 @@ def _probe():
         x = mark(x)
         return {"y": jnp.cumsum(x) * k + n, "s": x.sum()}
 
+    f.sizes = sizes
     return f, seen
 
 
@@ -48,11 +51,15 @@ def test_one_run_is_traced_unbatched_and_keeps_the_run_axis(runs):
     np.testing.assert_array_equal(out["s"], want["s"])
 
 
-def test_batch_invariant_keeps_vmap_and_bad_axes_are_refused(monkeypatch):
+def test_batch_invariant_batches_one_run_with_its_copy_and_bad_axes_are_refused(monkeypatch):
     f, seen = _probe()
     monkeypatch.setattr(batch_invariance, "active", lambda: True)
-    over_runs(f, in_axes=(0, None, None))(jnp.ones((1, 4)), 1.0, 0)
-    assert seen == [True]
+    x = jnp.arange(4.0)[None] + 1.0
+    out = over_runs(f, in_axes=(0, None, None))(x, jnp.float32(2.0), 1)
+    assert seen == [True] and f.sizes == [2]  # vmapped over the run and its copy
+    assert out["y"].shape == (1, 4) and out["s"].shape == (1,)
+    np.testing.assert_array_equal(out["y"], (jnp.cumsum(x[0]) * 2.0 + 1)[None])
+    np.testing.assert_array_equal(out["s"], jnp.array([10.0]))
     with pytest.raises(ValueError, match="maps axis 0 or nothing"):
         over_runs(f, in_axes=(1, None, None))(jnp.ones((4, 1)), 1.0, 0)
 

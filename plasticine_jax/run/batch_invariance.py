@@ -6,7 +6,9 @@ FMA instruction (which happens inside fusions whose boundaries move with the sha
 8-seed run and seed 3 run alone agree only to float rounding (~1e-7 after one update), and a run split over
 devices (2 runs per device) agrees with the one-device run only to rounding too. ``--batch-invariant`` turns both
 off: results are then bit-identical whether a seed runs alone, with others or on another device, at the cost of
-plain AVX arithmetic (no AVX2/FMA). It must be set before JAX starts its backend (the CLI does so first thing).
+plain AVX arithmetic (no AVX2/FMA). A run axis of 1 is compiled like a plain call (another program), so under
+the flag a run alone is batched with a copy of itself (``run_axis``) and a split keeps two runs per device
+(``devices``). It must be set before JAX starts its backend (the CLI does so first thing).
 """
 
 from __future__ import annotations

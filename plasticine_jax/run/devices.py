@@ -18,6 +18,7 @@ import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from plasticine_jax.errors import ConfigError
+from plasticine_jax.run import batch_invariance
 
 AXIS = "runs"
 
@@ -35,6 +36,12 @@ def choose_devices(num_runs: int, requested: int, host_env: bool) -> tuple[int, 
     want = requested or available
     if host_env:
         return 1, ("host-env backends run on one device" if want > 1 else None)
+    if batch_invariance.active():  # one run per device compiles another program (run_axis): two at least
+        n = max(d for d in range(1, want + 1) if num_runs % d == 0 and (d == 1 or num_runs // d >= 2))
+        note = None if n == want else (f"--batch-invariant keeps at least 2 runs per device: {num_runs} runs over "
+                                       f"{want} devices use {n} (make seeds x sweep points a multiple of "
+                                       f"{2 * want} to use them all)")
+        return n, note
     n = max(d for d in range(1, want + 1) if num_runs % d == 0)
     note = None if n == want else (f"{num_runs} runs do not split evenly over {want} devices: using {n} "
                                    f"(make seeds x sweep points a multiple of {want} to use them all)")
