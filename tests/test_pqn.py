@@ -118,8 +118,8 @@ def test_config_errors():
 def test_cartpole_learns():
     """Preset ``cartpole``, 150k steps, 4 vmapped seeds (~20 s on one idle core). Measured over the last 10
     updates (a random policy scores ~22): 277, 110, 500, 500 on an AMD Zen 3; on AVX-512 machines the first two
-    seeds were at 500 (float rounding differs by CPU, and a flipped greedy action parts the runs); 8 seeds of
-    another key: 413, 126, then six at 500. The threshold 150 on the mean leaves room for two seeds failing."""
+    seeds were at 500 (float rounding differs by CPU, and a flipped greedy action parts the runs); the key split
+    in 8 instead: 413, 126, then six at 500. The threshold 150 on the mean leaves room for two seeds failing."""
     pqn = make_train(PRESETS["cartpole"], "gymnax:CartPole-v1", 150_000, metrics=MetricsConfig(every=0))
     _, out = jax.jit(jax.vmap(pqn.train))(jax.random.split(jax.random.PRNGKey(0), 4))
     ret = np.asarray(out["charts/episodic_return"])
