@@ -26,7 +26,8 @@ AXIS = "runs"
 def choose_devices(num_runs: int, requested: int, host_env: bool) -> tuple[int, str | None]:
     """How many devices to split ``num_runs`` over (``requested``: 0 = all local devices), and a note when fewer
     than asked are used. Runs must divide evenly: the largest count <= the available devices that divides the
-    runs is taken. Host-env backends step their simulators through one host callback: one device."""
+    runs is taken (under ``--batch-invariant``, with at least 2 runs on each device). Host-env backends step their
+    simulators through one host callback: one device."""
     available = len(jax.devices())
     if requested < 0:
         raise ConfigError(f"--devices must be >= 0 (0 = every local device) (got {requested})")
@@ -36,16 +37,15 @@ def choose_devices(num_runs: int, requested: int, host_env: bool) -> tuple[int, 
     want = requested or available
     if host_env:
         return 1, ("host-env backends run on one device" if want > 1 else None)
-    if batch_invariance.active():  # one run per device compiles another program (run_axis): two at least
-        n = max(d for d in range(1, want + 1) if num_runs % d == 0 and (d == 1 or num_runs // d >= 2))
-        note = None if n == want else (f"--batch-invariant keeps at least 2 runs per device: {num_runs} runs over "
-                                       f"{want} devices use {n} (make seeds x sweep points a multiple of "
-                                       f"{2 * want} to use them all)")
-        return n, note
-    n = max(d for d in range(1, want + 1) if num_runs % d == 0)
-    note = None if n == want else (f"{num_runs} runs do not split evenly over {want} devices: using {n} "
-                                   f"(make seeds x sweep points a multiple of {want} to use them all)")
-    return n, note
+    per_device = 2 if batch_invariance.active() else 1  # one run on a device compiles another program (run_axis)
+    n = max(d for d in range(1, want + 1) if num_runs % d == 0 and (d == 1 or num_runs // d >= per_device))
+    if n == want:
+        return n, None
+    if per_device == 2:
+        return n, (f"--batch-invariant keeps at least 2 runs per device: {num_runs} runs over {want} devices use {n} "
+                   f"(make seeds x sweep points a multiple of {2 * want} to use them all)")
+    return n, (f"{num_runs} runs do not split evenly over {want} devices: using {n} "
+               f"(make seeds x sweep points a multiple of {want} to use them all)")
 
 
 def runs_mesh(n: int) -> Mesh | None:
