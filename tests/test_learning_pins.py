@@ -30,10 +30,11 @@ SEEDS = 2
 # (ppo/pqn/c51 learning_rate; td3 actor_lr, critic_lr; sac actor_lr, critic_lr, alpha_lr) moves every learner's pin
 # by 157 to 2e4 times these tolerances (the weakest: td3's actor_lr on param_sums, 157x; sac's alpha_lr, 201x).
 # Running the same seeds one at a time instead of vmapped (other XLA kernels, other float summation order) moves
-# them by at most 0.26 times, and single-threaded XLA (--xla_cpu_multi_thread_eigen=false on one core) reproduces
-# them bit for bit. Another CPU rounds otherwise: pins written on an AVX-512 machine, rerun on an AMD Zen 3 (AVX2),
-# moved td3's parameter sums by 1e-4 (7e-5 relative; 0.07 times the parameter tolerance) and ppo's explained
-# variance by 0.22 times the curve tolerance, so the parameter tolerance is 1e-3 (it was 1e-5, which Zen 3 failed).
+# them by at most 0.26 times, and on the machine that wrote them single-threaded XLA
+# (--xla_cpu_multi_thread_eigen=false on one core) reproduced them bit for bit. Another CPU rounds otherwise: pins
+# written on an AVX-512 machine, rerun on an AMD Zen 3 (AVX2), moved td3's parameter sums by 1e-4 (7e-5 relative;
+# 0.07 times the parameter tolerance) and ppo's explained variance by 0.22 times the curve tolerance, so the
+# parameter tolerance is 1e-3 (it was 1e-5, which Zen 3 failed).
 RTOL_CURVE, ATOL_CURVE = 1e-4, 1e-6  # losses/* and returns, per seed and update
 RTOL_PARAMS, ATOL_PARAMS = 1e-3, 1e-4  # per-leaf sums of the final parameters
 
